@@ -1,0 +1,24 @@
+"""gunicorn settings: ``gunicorn -c gunicorn.conf.py wsgi:app``.
+
+The gevent worker serves many slow clients per process. psycopg2 talks to
+PostgreSQL in C, out of gevent's sight, so each worker makes it cooperative
+right after the fork.
+"""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+worker_connections = 1000
+timeout = 30
+graceful_timeout = 20
+accesslog = "-"
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_fork(server, worker):
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()

@@ -1,0 +1,37 @@
+"""supportbot: a Telegram-first help desk."""
+
+import logging
+import os
+
+from flask import Flask
+
+from . import errors, logs, outbox, telegram
+from .config import Config
+from .extensions import db, migrate
+
+logger = logging.getLogger(__name__)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Create the application, configured from the environment and ``config``."""
+    app = Flask(
+        __name__,
+        instance_path=os.path.join(ROOT, "instance"),
+        template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(ROOT, "static"),
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_object(Config(app.instance_path))
+    if config:
+        app.config.update(config)
+
+    logs.init_app(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
+    errors.init_app(app)
+    telegram.init_app(app)
+    outbox.init_app(app)
+
+    return app

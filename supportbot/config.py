@@ -1,0 +1,116 @@
+"""Settings read from the environment, with defaults that run on one machine."""
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def database_url(url: str | None, instance_path: str) -> str:
+    """Return the SQLAlchemy URL for ``url``, defaulting to SQLite in the instance."""
+    if not url:
+        return "sqlite:///" + os.path.join(instance_path, "supportbot.sqlite")
+
+    # Hosting platforms hand out postgres:// URLs, and SQLAlchemy maps a bare
+    # postgresql:// to psycopg 3; the project is built on psycopg2.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url.removeprefix(prefix)
+
+    return url
+
+
+def engine_options(url: str) -> dict:
+    """Return engine options suited to the database behind ``url``."""
+    if url.startswith("sqlite"):
+        # Writers queue for the lock rather than failing at once.
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True}
+
+
+def development_secret_key(instance_path: str) -> str:
+    """Return the key kept in the instance folder, creating it on first use."""
+    path = Path(instance_path, "secret_key")
+    if path.exists():
+        return path.read_text().strip()
+
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+class Config:
+    """Settings for one process, read from environment variables.
+
+    Everything has a default that runs on one machine, except what production
+    must not guess: a missing ``SECRET_KEY``, or a bot token without a webhook
+    secret, stops the app with a message naming the variable to set.
+    """
+
+    def __init__(self, instance_path: str, environ: Mapping[str, str] = os.environ):
+        self._environ = environ
+        env = self._str("SUPPORTBOT_ENV", "development")
+        if env not in ("development", "production"):
+            raise ConfigError("SUPPORTBOT_ENV must be 'development' or 'production'.")
+        production = env == "production"
+
+        self.SUPPORTBOT_ENV = env
+        self.SECRET_KEY = self._str("SECRET_KEY")
+        if not self.SECRET_KEY:
+            if production:
+                raise ConfigError(
+                    "SECRET_KEY is not set. Set it to a long random string, such as"
+                    " the output of: python -c 'import secrets;"
+                    " print(secrets.token_urlsafe(48))'"
+                )
+            self.SECRET_KEY = development_secret_key(instance_path)
+
+        self.SQLALCHEMY_DATABASE_URI = database_url(
+            self._str("DATABASE_URL"), instance_path
+        )
+        self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
+        self.TELEGRAM_BOT_TOKEN = self._str("TELEGRAM_BOT_TOKEN")
+        self.TELEGRAM_WEBHOOK_SECRET = self._str("TELEGRAM_WEBHOOK_SECRET")
+        if production and self.TELEGRAM_BOT_TOKEN and not self.TELEGRAM_WEBHOOK_SECRET:
+            raise ConfigError(
+                "TELEGRAM_WEBHOOK_SECRET is not set. Telegram sends it with every"
+                " update so that nobody else can post to the webhook: set it to"
+                " 1-256 characters from A-Z, a-z, 0-9, _ and -."
+            )
+        self.TELEGRAM_API_URL = (
+            self._str("TELEGRAM_API_URL").rstrip("/") or DEFAULT_TELEGRAM_API_URL
+        )
+        self.TELEGRAM_TIMEOUT = self._int("TELEGRAM_TIMEOUT", 10)
+        self.TELEGRAM_MAX_UPDATE_BYTES = self._int("TELEGRAM_MAX_UPDATE_BYTES", 262144)
+        self.PUBLIC_URL = self._str("PUBLIC_URL").rstrip("/")
+        self.REDIS_URL = self._str("REDIS_URL")
+        self.OUTBOX_WORKER = self._str(
+            "OUTBOX_WORKER", "off" if production else "thread"
+        )
+        if self.OUTBOX_WORKER not in ("thread", "off"):
+            raise ConfigError("OUTBOX_WORKER must be 'thread' or 'off'.")
+        self.OUTBOX_RETRY_DEADLINE = self._int("OUTBOX_RETRY_DEADLINE", 86400)
+        self.LOG_LEVEL = self._str("LOG_LEVEL", "INFO").upper()
+        self.MAX_CONTENT_LENGTH = self._int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
+        self.SESSION_COOKIE_SECURE = production
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+
+    def _str(self, name: str, default: str = "") -> str:
+        return self._environ.get(name, "").strip() or default
+
+    def _int(self, name: str, default: int) -> int:
+        raw = self._str(name)
+        if not raw:
+            return default
+
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None

@@ -1,0 +1,282 @@
+"""The help desk's tables: customers, tickets, messages, staff and the bot's books."""
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC; every stored time uses it."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(db.TypeDecorator):
+    """A timestamp that goes in and comes out timezone-aware in UTC.
+
+    SQLite keeps no offset, so values are stored as naive UTC everywhere and
+    marked as UTC again when read.
+    """
+
+    impl = db.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+def _enum(cls: type[enum.Enum]) -> db.Enum:
+    # Stored as plain strings so that adding a member needs no ALTER TYPE.
+    return db.Enum(
+        cls,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class TicketStatus(enum.StrEnum):
+    OPEN = "open"
+    PENDING = "pending"
+    CLOSED = "closed"
+
+
+class TicketPriority(enum.StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class MessageKind(enum.StrEnum):
+    CUSTOMER = "customer"
+    REPLY = "reply"
+    NOTE = "note"
+
+
+class StaffRole(enum.StrEnum):
+    AGENT = "agent"
+    ADMIN = "admin"
+
+
+class OutboxStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Customer(db.Model):
+    """A Telegram user who has written to the bot; the id is Telegram's."""
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_name: Mapped[str] = mapped_column(String(256), default="")
+    last_name: Mapped[str | None] = mapped_column(String(256))
+    username: Mapped[str | None] = mapped_column(String(64), index=True)
+    language_code: Mapped[str | None] = mapped_column(String(16))
+    blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+    tickets: Mapped[list["Ticket"]] = relationship(back_populates="customer")
+
+    @property
+    def has_blocked_bot(self) -> bool:
+        return self.blocked_at is not None
+
+    @property
+    def display_name(self) -> str:
+        name = " ".join(filter(None, [self.first_name, self.last_name]))
+        return name or (f"@{self.username}" if self.username else f"#{self.id}")
+
+
+class Staff(db.Model):
+    """A person who answers tickets in the console."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[StaffRole] = mapped_column(_enum(StaffRole), default=StaffRole.AGENT)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Ticket(db.Model):
+    """One support conversation with a customer; its id is the ticket number."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    category: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[TicketStatus] = mapped_column(
+        _enum(TicketStatus), default=TicketStatus.OPEN
+    )
+    priority: Mapped[TicketPriority] = mapped_column(
+        _enum(TicketPriority), default=TicketPriority.NORMAL
+    )
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+    # Set while the customer's last message has no staff answer after it.
+    waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    customer: Mapped[Customer] = relationship(back_populates="tickets")
+    assignee: Mapped[Staff | None] = relationship()
+    messages: Mapped[list["Message"]] = relationship(
+        back_populates="ticket", order_by="Message.id"
+    )
+
+    __table_args__ = (
+        # The queue: tickets by status, oldest wait first, per assignee or not.
+        Index("ix_ticket_status_waiting_since", "status", "waiting_since"),
+        Index("ix_ticket_assignee_id_status", "assignee_id", "status"),
+        Index("ix_ticket_status_updated_at", "status", "updated_at"),
+    )
+
+    @property
+    def number(self) -> int:
+        return self.id
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status is TicketStatus.CLOSED
+
+
+class Message(db.Model):
+    """A customer message, a staff reply or an internal note on a ticket."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    kind: Mapped[MessageKind] = mapped_column(_enum(MessageKind))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    text: Mapped[str] = mapped_column(Text, default="")
+    # Where the message lives in Telegram, for customer messages and sent replies.
+    telegram_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Type, file ids, name, size and the like, as Telegram described the media.
+    attachment: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="messages")
+    staff: Mapped[Staff | None] = relationship()
+    revisions: Mapped[list["MessageRevision"]] = relationship(
+        back_populates="message", order_by="MessageRevision.id"
+    )
+
+    __table_args__ = (
+        Index("ix_message_ticket_id_id", "ticket_id", "id"),
+        Index(
+            "ix_message_telegram_chat_id_telegram_message_id",
+            "telegram_chat_id",
+            "telegram_message_id",
+        ),
+    )
+
+
+class MessageRevision(db.Model):
+    """The text a message had before one of its edits."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("message.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    attachment: Mapped[dict | None] = mapped_column(JSON)
+    # When this text was current: from its creation or last edit until replaced.
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="revisions")
+
+
+class ProcessedUpdate(db.Model):
+    """A Telegram update already stored, so that a redelivery is ignored."""
+
+    update_id: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, autoincrement=False
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )
+
+
+class OutboxMessage(db.Model):
+    """A Bot API call waiting to be made, written with whatever caused it."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id"))
+    status: Mapped[OutboxStatus] = mapped_column(
+        _enum(OutboxStatus), default=OutboxStatus.QUEUED
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    error: Mapped[str | None] = mapped_column(Text)
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    message: Mapped[Message | None] = relationship()
+
+    __table_args__ = (
+        Index("ix_outbox_message_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_outbox_message_chat_id_id", "chat_id", "id"),
+        Index("ix_outbox_message_message_id", "message_id"),
+    )
+
+
+class LogRecord(db.Model):
+    """One application log record, kept for the admin pages."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )
+    level: Mapped[int] = mapped_column()
+    logger: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    error_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(index=True)
+    request_path: Mapped[str | None] = mapped_column(String(512))
+
+    __table_args__ = (Index("ix_log_record_level_created_at", "level", "created_at"),)
+
+
+def insert_or_ignore(model: type[db.Model], **values) -> bool:
+    """Insert a row unless one with the same key exists; tell whether it did.
+
+    On PostgreSQL a concurrent insert of the same key waits for the other
+    transaction, so exactly one of them reports True.
+    """
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"insert_or_ignore does not support {dialect}")
+
+    statement = insert(model).values(**values).on_conflict_do_nothing()
+    return db.session.execute(statement).rowcount == 1
