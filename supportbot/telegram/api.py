@@ -1,0 +1,76 @@
+"""A small Bot API client whose errors never carry the bot token."""
+
+import logging
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+
+class TelegramError(Exception):
+    """A Bot API call that did not succeed."""
+
+    def __init__(self, method: str, reason: str, retryable: bool = True):
+        super().__init__(f"{method}: {reason}")
+        self.method = method
+        self.reason = reason
+        # Whether the same call may succeed when tried again later.
+        self.retryable = retryable
+
+
+class TelegramAPIError(TelegramError):
+    """Telegram answered ``ok: false`` with an error code and a description."""
+
+    def __init__(self, method, error_code, description, retry_after=None):
+        retryable = error_code == 429 or error_code >= 500
+        super().__init__(method, f"{error_code} {description}", retryable)
+        self.error_code = error_code
+        self.description = description
+        self.retry_after = retry_after
+
+
+class TelegramNetworkError(TelegramError):
+    """The call failed before Telegram answered: timed out, refused, reset."""
+
+
+class BotAPI:
+    """Call Bot API methods for one bot at a configurable base URL."""
+
+    def __init__(self, token: str, base_url: str, timeout: float = 10):
+        self._token = token
+        self.base_url = base_url
+        self.timeout = timeout
+        self._http = requests.Session()
+
+    def call(self, method: str, params: dict | None = None, timeout=None):
+        """Call ``method`` with JSON ``params`` and return its ``result``."""
+        url = f"{self.base_url}/bot{self._token}/{method}"
+        try:
+            response = self._http.post(
+                url, json=params or {}, timeout=timeout or self.timeout
+            )
+        except requests.Timeout:
+            raise TelegramNetworkError(method, "timed out") from None
+        except requests.RequestException as error:
+            # The exception's text holds the URL, and with it the token.
+            reason = type(error).__name__
+            raise TelegramNetworkError(method, reason) from None
+
+        try:
+            body = response.json()
+        except ValueError:
+            raise TelegramAPIError(
+                method, response.status_code, "answer was not JSON"
+            ) from None
+
+        if not isinstance(body, dict) or not body.get("ok"):
+            body = body if isinstance(body, dict) else {}
+            parameters = body.get("parameters") or {}
+            raise TelegramAPIError(
+                method,
+                int(body.get("error_code") or response.status_code),
+                str(body.get("description") or response.reason),
+                parameters.get("retry_after"),
+            )
+
+        return body.get("result")

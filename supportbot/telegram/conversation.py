@@ -1,0 +1,252 @@
+"""What the bot does with each update: the conversation with a customer.
+
+Handlers translate between Telegram and the help desk's services; the rules
+of tickets live in :mod:`supportbot.tickets`.
+"""
+
+import logging
+from datetime import UTC, datetime
+
+from flask import current_app
+from telebot import types
+
+from .. import customers, outbox, tickets
+from ..extensions import db
+from ..models import Customer, ProcessedUpdate, insert_or_ignore
+from .strings import text
+from .updates import attachment_of, parse_update, profile_of
+
+logger = logging.getLogger(__name__)
+
+# The emoji that tells a customer a follow-up message reached their request.
+RECEIVED_REACTION = "👀"
+LEFT_STATUSES = ("left", "kicked")
+
+
+def process_update(payload) -> bool:
+    """Store and handle one update unless it was handled before.
+
+    Returns whether the update was new. The update id and everything the update
+    causes commit together, so a redelivered update is never handled twice.
+    """
+    update_id, kind, update = parse_update(payload)
+
+    if not insert_or_ignore(ProcessedUpdate, update_id=update_id, kind=kind[:32]):
+        db.session.rollback()
+        logger.info("update %s is a duplicate; ignored", update_id)
+        return False
+
+    if update is None:
+        logger.info("update %s of kind %r ignored", update_id, kind[:32])
+    elif update.message is not None:
+        on_message(update.message)
+    elif update.edited_message is not None:
+        on_edited_message(update.edited_message)
+    elif update.my_chat_member is not None:
+        on_my_chat_member(update.my_chat_member)
+    db.session.commit()
+    return True
+
+
+def on_message(message: types.Message) -> None:
+    """Answer a command, or file the message on the customer's ticket."""
+    if message.chat.type != "private":
+        if _command_of(message)[0]:
+            _say(message.chat.id, "private_only", None)
+        return
+    if message.from_user is None:
+        return
+
+    customer = customers.record_customer(profile_of(message.from_user))
+    customers.set_blocked(customer, False)
+
+    command, argument = _command_of(message)
+    if command:
+        COMMANDS.get(command, on_unknown_command)(customer, argument)
+        return
+
+    attachment = attachment_of(message)
+    if message.content_type != "text" and attachment is None:
+        _say(customer.id, "unsupported", customer.language_code)
+        return
+
+    ticket_message, opened = tickets.add_customer_message(
+        customer,
+        message.text or message.caption or "",
+        attachment=attachment,
+        telegram_chat_id=message.chat.id,
+        telegram_message_id=message.message_id,
+    )
+    if opened:
+        _say(
+            customer.id,
+            "ticket_opened",
+            customer.language_code,
+            reply_to=message.message_id,
+            number=ticket_message.ticket.number,
+        )
+    else:
+        _react(customer.id, message.message_id)
+
+
+def on_edited_message(message: types.Message) -> None:
+    """Keep the new version of an edited customer message."""
+    if message.chat.type != "private" or _command_of(message)[0]:
+        return
+
+    edited = tickets.edit_customer_message(
+        message.chat.id,
+        message.message_id,
+        message.text or message.caption or "",
+        attachment_of(message),
+    )
+    if edited is None:
+        logger.info(
+            "edit of unknown message %s in chat %s ignored",
+            message.message_id,
+            message.chat.id,
+        )
+
+
+def on_my_chat_member(change: types.ChatMemberUpdated) -> None:
+    """Note a customer blocking or unblocking the bot, or the bot joining a group."""
+    status = change.new_chat_member.status
+    if change.chat.type == "private":
+        customer = customers.record_customer(profile_of(change.from_user))
+        at = datetime.fromtimestamp(change.date, UTC) if change.date else None
+        customers.set_blocked(customer, status in LEFT_STATUSES, at)
+        return
+
+    joined = change.old_chat_member.status in LEFT_STATUSES
+    if joined and status not in LEFT_STATUSES:
+        logger.info("bot added to %s %s", change.chat.type, change.chat.id)
+        _say(change.chat.id, "private_only", None)
+
+
+def on_start(customer: Customer, argument: str) -> None:
+    """Greet the customer and offer the Mini App."""
+    language = customer.language_code
+    greeting = text("greeting", language, name=customer.first_name)
+    markup = _mini_app_keyboard(language)
+    if markup is not None:
+        greeting += "\n\n" + text("greeting_app", language)
+    _send(customer.id, greeting, reply_markup=markup)
+
+
+def on_help(customer: Customer, argument: str) -> None:
+    """List the commands."""
+    _say(customer.id, "help", customer.language_code)
+
+
+def on_new(customer: Customer, argument: str) -> None:
+    """Open a new ticket, with the command's argument as its first message."""
+    ticket = tickets.open_ticket(customer)
+    if argument:
+        tickets.add_customer_message(customer, argument, ticket=ticket)
+        key = "ticket_opened"
+    else:
+        key = "ticket_opened_empty"
+    _say(customer.id, key, customer.language_code, number=ticket.number)
+
+
+def on_status(customer: Customer, argument: str) -> None:
+    """List the customer's open tickets."""
+    language = customer.language_code
+    open_tickets = tickets.unclosed_tickets(customer)
+    if not open_tickets:
+        _say(customer.id, "no_open_tickets", language)
+        return
+
+    lines = [text("status_header", language)]
+    for ticket in open_tickets:
+        lines.append(
+            text(
+                "status_line",
+                language,
+                number=ticket.number,
+                status=text(f"status_{ticket.status.value}", language),
+                subject=ticket.subject or text("no_subject", language),
+            )
+        )
+    _send(customer.id, "\n".join(lines))
+
+
+def on_close(customer: Customer, argument: str) -> None:
+    """Close the customer's current ticket."""
+    ticket = tickets.current_ticket(customer)
+    if ticket is None:
+        _say(customer.id, "nothing_to_close", customer.language_code)
+        return
+
+    tickets.close_ticket(ticket, by=customer)
+    _say(customer.id, "ticket_closed", customer.language_code, number=ticket.number)
+
+
+def on_unknown_command(customer: Customer, argument: str) -> None:
+    """Say the command is unknown and list the known ones."""
+    language = customer.language_code
+    reply = text("unknown_command", language) + "\n\n" + text("help", language)
+    _send(customer.id, reply)
+
+
+COMMANDS = {
+    "start": on_start,
+    "help": on_help,
+    "new": on_new,
+    "status": on_status,
+    "close": on_close,
+}
+
+
+def _command_of(message: types.Message) -> tuple[str, str]:
+    # "/new@SupportBot Printer jammed" -> ("new", "Printer jammed")
+    body = message.text or ""
+    if not body.startswith("/"):
+        return "", ""
+
+    head, _, argument = body.partition(" ")
+    command = head[1:].split("@", 1)[0].lower()
+    return command, argument.strip()
+
+
+def _mini_app_keyboard(language: str | None) -> dict | None:
+    # Telegram opens Mini Apps from https addresses only.
+    public_url = current_app.config["PUBLIC_URL"]
+    if not public_url.startswith("https://"):
+        return None
+
+    markup = types.InlineKeyboardMarkup()
+    markup.row(
+        types.InlineKeyboardButton(
+            text("button_new_request", language),
+            web_app=types.WebAppInfo(f"{public_url}/app/new"),
+        ),
+        types.InlineKeyboardButton(
+            text("button_my_requests", language),
+            web_app=types.WebAppInfo(f"{public_url}/app"),
+        ),
+    )
+    return markup.to_dict()
+
+
+def _say(chat_id: int, key: str, language: str | None, reply_to=None, **values):
+    _send(chat_id, text(key, language, **values), reply_to=reply_to)
+
+
+def _send(chat_id: int, body: str, reply_markup=None, reply_to=None) -> None:
+    payload = {"text": body}
+    if reply_markup is not None:
+        payload["reply_markup"] = reply_markup
+    if reply_to is not None:
+        payload["reply_parameters"] = {
+            "message_id": reply_to,
+            "allow_sending_without_reply": True,
+        }
+    outbox.enqueue(chat_id, "sendMessage", payload)
+
+
+def _react(chat_id: int, message_id: int) -> None:
+    reaction = [{"type": "emoji", "emoji": RECEIVED_REACTION}]
+    outbox.enqueue(
+        chat_id, "setMessageReaction", {"message_id": message_id, "reaction": reaction}
+    )
