@@ -1,0 +1,118 @@
+"""Fixtures: the app on SQLite or PostgreSQL, its clients, and a fake Bot API."""
+
+import os
+
+import pytest
+from sqlalchemy import text
+
+from supportbot import create_app, outbox
+from supportbot.config import database_url, engine_options
+from supportbot.extensions import db
+from supportbot.fake_telegram import FakeTelegram
+from supportbot.telegram import bot_api
+from supportbot.telegram.views import SECRET_HEADER
+
+WEBHOOK_SECRET = "test-webhook-secret"
+PUBLIC_URL = "https://support.example.com"
+
+
+@pytest.fixture(scope="session")
+def telegram_server():
+    """Run one fake Bot API server for the whole session."""
+    with FakeTelegram() as server:
+        yield server
+
+
+@pytest.fixture
+def telegram(telegram_server):
+    """Give each test the fake Bot API with no calls, failures or updates left."""
+    telegram_server.reset()
+    return telegram_server
+
+
+@pytest.fixture
+def database_uri(tmp_path):
+    """Name an empty database: TEST_DATABASE_URL's, or a new SQLite file."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        return "sqlite:///" + str(tmp_path / "test.sqlite")
+    return database_url(url, str(tmp_path))
+
+
+@pytest.fixture
+def make_app(database_uri, telegram):
+    """Build apps wired to the test database and the fake Bot API."""
+
+    def make(**overrides):
+        config = {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret-key",
+            "SQLALCHEMY_DATABASE_URI": database_uri,
+            "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_uri),
+            "TELEGRAM_BOT_TOKEN": telegram.token,
+            "TELEGRAM_API_URL": telegram.base_url,
+            "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "TELEGRAM_TIMEOUT": 2,
+            "PUBLIC_URL": PUBLIC_URL,
+            "OUTBOX_WORKER": "off",
+        }
+        config.update(overrides)
+        return create_app(config)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    """Create the app with a fresh schema, dropped again after the test."""
+    app = make_app()
+    with app.app_context():
+        _drop_everything()
+        db.create_all()
+
+    yield app
+
+    with app.app_context():
+        db.session.remove()
+        _drop_everything()
+        db.engine.dispose()
+
+
+def _drop_everything():
+    db.drop_all()
+    with db.engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A runner for the app's CLI commands."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def send_update(client):
+    """Post an update to the webhook as Telegram would, and return the response."""
+
+    def send(update, secret=WEBHOOK_SECRET):
+        headers = {SECRET_HEADER: secret} if secret is not None else {}
+        return client.post("/telegram/webhook", json=update, headers=headers)
+
+    return send
+
+
+@pytest.fixture
+def deliver(app):
+    """Run the outbox once, sending whatever is due to the fake Bot API."""
+
+    def run():
+        with app.app_context():
+            return outbox.deliver_due(bot_api())
+
+    return run
