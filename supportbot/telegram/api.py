@@ -74,3 +74,17 @@ class BotAPI:
             )
 
         return body.get("result")
+
+    def download(self, file_path: str, timeout=None) -> bytes:
+        """Fetch a file's bytes by the ``file_path`` that ``getFile`` gave."""
+        url = f"{self.base_url}/file/bot{self._token}/{file_path}"
+        try:
+            response = self._http.get(url, timeout=timeout or self.timeout)
+        except requests.Timeout:
+            raise TelegramNetworkError("download", "timed out") from None
+        except requests.RequestException as error:
+            raise TelegramNetworkError("download", type(error).__name__) from None
+
+        if response.status_code != 200:
+            raise TelegramAPIError("download", response.status_code, response.reason)
+        return response.content
