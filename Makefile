@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint install install-test lock clean
+ASSETS := static/vendor/socket.io.min.js
+
+.PHONY: run test install install-test assets lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,15 +22,26 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $@
 
-install: $(VENV)/.installed
+# Browser libraries come from npm, pinned by package-lock.json, and are served
+# from static/vendor: no page loads a script from a CDN.
+$(ASSETS): package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p static/vendor
+	cp node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
+	touch $@
 
-install-test: $(VENV)/.installed-test
+assets: $(ASSETS)
+
+install: $(VENV)/.installed $(ASSETS)
+
+install-test: install $(VENV)/.installed-test
 
 ## run: install, migrate the SQLite database in instance/ and start the app
 run: install
 	$(BIN)/flask --app wsgi db upgrade
+	@$(BIN)/flask --app wsgi staff check
 	@echo
-	@echo "supportbot is starting on http://$(HOST):$(PORT)"
+	@echo "supportbot is starting: the staff console is at http://$(HOST):$(PORT)/console/"
 	@echo "Telegram webhook: http://$(HOST):$(PORT)/telegram/webhook"
 	@echo
 	$(BIN)/flask --app wsgi run --host $(HOST) --port $(PORT)
@@ -53,4 +66,4 @@ lock:
 	rm -rf .lock-venv requirements-test.txt.new
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules static/vendor .pytest_cache .ruff_cache .hypothesis

@@ -1,15 +1,23 @@
 """supportbot: a Telegram-first help desk."""
 
-import logging
 import os
 
-from flask import Flask
+from flask import Flask, redirect, url_for
 
-from . import errors, logs, outbox, telegram
+from . import (
+    admin,
+    auth,
+    console,
+    errors,
+    events,
+    live,
+    logs,
+    outbox,
+    security,
+    telegram,
+)
 from .config import Config
-from .extensions import db, migrate
-
-logger = logging.getLogger(__name__)
+from .extensions import csrf, db, limiter, migrate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,8 +38,18 @@ def create_app(config: dict | None = None) -> Flask:
     logs.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
+    events.init_app(app)
+
     telegram.init_app(app)
     outbox.init_app(app)
+    auth.init_app(app)
+    console.init_app(app)
+    admin.init_app(app)
+    live.init_app(app)
 
+    app.add_url_rule("/", "index", lambda: redirect(url_for("console.queue")))
     return app

@@ -98,9 +98,25 @@ class Config:
             raise ConfigError("OUTBOX_WORKER must be 'thread' or 'off'.")
         self.OUTBOX_RETRY_DEADLINE = self._int("OUTBOX_RETRY_DEADLINE", 86400)
         self.LOG_LEVEL = self._str("LOG_LEVEL", "INFO").upper()
+        self.SOCKETIO_ASYNC_MODE = self._str("SOCKETIO_ASYNC_MODE", "threading")
+        if self.SOCKETIO_ASYNC_MODE not in ("threading", "gevent"):
+            raise ConfigError("SOCKETIO_ASYNC_MODE must be 'threading' or 'gevent'.")
+        self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        self.LOGIN_RATE_LIMIT_PER_IP = self._str("LOGIN_RATE_LIMIT_PER_IP", "20/minute")
+        self.LOGIN_RATE_LIMIT_PER_ACCOUNT = self._str(
+            "LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute"
+        )
+        self.FIRST_RESPONSE_TARGET_MINUTES = self._int(
+            "FIRST_RESPONSE_TARGET_MINUTES", 60
+        )
+        self.QUEUE_PAGE_SIZE = self._int("QUEUE_PAGE_SIZE", 50)
+        self.ATTACHMENT_CACHE = os.path.join(instance_path, "files")
         self.MAX_CONTENT_LENGTH = self._int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
         self.SESSION_COOKIE_SECURE = production
         self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_SECURE = production
+        self.REMEMBER_COOKIE_SAMESITE = "Lax"
 
     def _str(self, name: str, default: str = "") -> str:
         return self._environ.get(name, "").strip() or default

@@ -1,7 +1,12 @@
 """Extension objects, created unbound and attached to the app in the factory."""
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
 from flask_migrate import Migrate
+from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -31,3 +36,7 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate(
     render_as_batch=True, compare_type=True, render_item=render_migration_item
 )
+login_manager = LoginManager()
+csrf = CSRFProtect()
+limiter = Limiter(get_remote_address)
+socketio = SocketIO()

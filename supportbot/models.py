@@ -1,12 +1,28 @@
 """The help desk's tables: customers, tickets, messages, staff and the bot's books."""
 
 import enum
+import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    func,
+    literal_column,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
+
+
+def _new_token() -> str:
+    return secrets.token_hex(16)
 
 
 def utcnow() -> datetime:
@@ -103,7 +119,7 @@ class Customer(db.Model):
         return name or (f"@{self.username}" if self.username else f"#{self.id}")
 
 
-class Staff(db.Model):
+class Staff(UserMixin, db.Model):
     """A person who answers tickets in the console."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -114,6 +130,22 @@ class Staff(db.Model):
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Changes with the password, so that changing it ends other sessions.
+    session_token: Mapped[str] = mapped_column(String(64), default=_new_token)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is StaffRole.ADMIN
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_token}"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+        self.session_token = _new_token()
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
 
 
 class Ticket(db.Model):
@@ -138,11 +170,18 @@ class Ticket(db.Model):
     waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The latest message, kept here so that the queue needs no join to show it.
+    last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_message_preview: Mapped[str] = mapped_column(String(200), default="")
+    rating: Mapped[int | None] = mapped_column()
 
     customer: Mapped[Customer] = relationship(back_populates="tickets")
     assignee: Mapped[Staff | None] = relationship()
     messages: Mapped[list["Message"]] = relationship(
         back_populates="ticket", order_by="Message.id"
+    )
+    events: Mapped[list["TicketEvent"]] = relationship(
+        back_populates="ticket", order_by="TicketEvent.id"
     )
 
     __table_args__ = (
@@ -150,6 +189,12 @@ class Ticket(db.Model):
         Index("ix_ticket_status_waiting_since", "status", "waiting_since"),
         Index("ix_ticket_assignee_id_status", "assignee_id", "status"),
         Index("ix_ticket_status_updated_at", "status", "updated_at"),
+        Index("ix_ticket_status_closed_at", "status", "closed_at"),
+        Index(
+            "ix_ticket_subject_search",
+            func.to_tsvector(literal_column("'simple'"), subject),
+            postgresql_using="gin",
+        ).ddl_if(dialect="postgresql"),
     )
 
     @property
@@ -159,6 +204,39 @@ class Ticket(db.Model):
     @property
     def is_closed(self) -> bool:
         return self.status is TicketStatus.CLOSED
+
+
+class TicketEvent(db.Model):
+    """Something staff or the customer did to a ticket, for its timeline."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    ticket: Mapped["Ticket"] = relationship(back_populates="events")
+    staff: Mapped[Staff | None] = relationship()
+
+    __table_args__ = (Index("ix_ticket_event_ticket_id_id", "ticket_id", "id"),)
+
+
+class TicketRead(db.Model):
+    """How far one staff member has read a ticket, for unread counts."""
+
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    last_read_message_id: Mapped[int] = mapped_column(default=0)
+
+
+class CannedReply(db.Model):
+    """A prepared answer staff can insert into a reply."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(80), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Message(db.Model):
@@ -190,6 +268,12 @@ class Message(db.Model):
             "telegram_chat_id",
             "telegram_message_id",
         ),
+        # The console's full-text search, on PostgreSQL.
+        Index(
+            "ix_message_text_search",
+            func.to_tsvector(literal_column("'simple'"), text),
+            postgresql_using="gin",
+        ).ddl_if(dialect="postgresql"),
     )
 
 

@@ -1,15 +1,17 @@
 """Tickets and their messages: the rules every channel shares.
 
-The bot, the Mini App and the staff console all open, write to and close
-tickets through these functions; none of them commits, so that the caller
-stores the change and whatever it triggers in one transaction.
+The bot, the Mini App and the staff console all open, answer, assign and close
+tickets through these functions. None of them commits: the caller stores the
+change, its timeline entry, the messages it sends and the events it announces
+in one transaction.
 """
 
 import logging
 
 from sqlalchemy import select
 
-from .errors import Conflict
+from . import events, outbox
+from .errors import Conflict, SupportbotError
 from .extensions import db
 from .models import (
     Customer,
@@ -18,13 +20,22 @@ from .models import (
     MessageRevision,
     Staff,
     Ticket,
+    TicketEvent,
+    TicketPriority,
+    TicketRead,
     TicketStatus,
+    insert_or_ignore,
     utcnow,
 )
+from .telegram.strings import text as bot_text
 
 logger = logging.getLogger(__name__)
+audit = logging.getLogger("supportbot.audit")
 
 SUBJECT_LENGTH = 200
+PREVIEW_LENGTH = 200
+MAX_TEXT_LENGTH = 20000
+RATINGS = range(1, 6)
 
 
 def current_ticket(customer: Customer) -> Ticket | None:
@@ -63,6 +74,7 @@ def open_ticket(
     db.session.add(ticket)
     db.session.flush()
 
+    events.announce(events.ticket_changed, ticket_id=ticket.id)
     logger.info("ticket %s opened for customer %s", ticket.id, customer.id)
     return ticket
 
@@ -100,18 +112,57 @@ def add_customer_message(
     )
     db.session.add(message)
 
-    now = utcnow()
     if not ticket.subject:
         ticket.subject = subject_from(text or attachment_label(attachment))
     if ticket.waiting_since is None:
-        ticket.waiting_since = now
+        ticket.waiting_since = utcnow()
     # A pending ticket waits on the customer; their answer puts it back in queue.
     ticket.status = TicketStatus.OPEN
-    ticket.updated_at = now
-    db.session.flush()
+    _record_message(ticket, message)
 
     logger.info("message %s added to ticket %s", message.id, ticket.id)
     return message, opened
+
+
+def reply(ticket: Ticket, staff: Staff, text: str) -> Message:
+    """Answer the customer: store the reply and queue it for Telegram.
+
+    The ticket becomes pending, waiting on the customer, until they answer.
+    """
+    text = _checked_text(text)
+    if ticket.is_closed:
+        raise Conflict(f"Ticket #{ticket.id} is closed; reopen it to reply.")
+
+    message = Message(ticket=ticket, kind=MessageKind.REPLY, staff=staff, text=text)
+    db.session.add(message)
+
+    now = utcnow()
+    if ticket.first_response_at is None:
+        ticket.first_response_at = now
+    ticket.waiting_since = None
+    ticket.status = TicketStatus.PENDING
+    _record_message(ticket, message)
+    outbox.enqueue(ticket.customer_id, "sendMessage", {"text": text}, message=message)
+
+    audit.info("staff %s replied on ticket %s", staff.id, ticket.id)
+    return message
+
+
+def add_note(ticket: Ticket, staff: Staff, text: str) -> Message:
+    """Add an internal note, which staff see and the customer never does."""
+    text = _checked_text(text)
+    message = Message(ticket=ticket, kind=MessageKind.NOTE, staff=staff, text=text)
+    db.session.add(message)
+    db.session.flush()
+
+    events.announce(
+        events.message_created,
+        ticket_id=ticket.id,
+        message_id=message.id,
+        kind=message.kind.value,
+    )
+    audit.info("staff %s added a note to ticket %s", staff.id, ticket.id)
+    return message
 
 
 def edit_customer_message(
@@ -146,12 +197,65 @@ def edit_customer_message(
     message.edited_at = utcnow()
     db.session.flush()
 
+    events.announce(
+        events.message_created,
+        ticket_id=message.ticket_id,
+        message_id=message.id,
+        kind=message.kind.value,
+    )
     logger.info("message %s on ticket %s edited", message.id, message.ticket_id)
     return message
 
 
-def close_ticket(ticket: Ticket, by: Staff | Customer) -> Ticket:
-    """Close ``ticket``; closing a closed ticket changes nothing."""
+def assign(ticket: Ticket, assignee: Staff | None, by: Staff) -> Ticket:
+    """Give the ticket to ``assignee``, or to nobody."""
+    if assignee is not None and not assignee.is_active:
+        raise Conflict(f"{assignee.name} is deactivated and cannot take tickets.")
+    if ticket.assignee_id == (assignee.id if assignee else None):
+        return ticket
+
+    ticket.assignee = assignee
+    _record_event(
+        ticket,
+        by,
+        "assigned",
+        assignee_id=assignee.id if assignee else None,
+        assignee=assignee.name if assignee else None,
+    )
+    return ticket
+
+
+def set_status(ticket: Ticket, status: TicketStatus, by: Staff) -> Ticket:
+    """Move the ticket to ``status``; closing goes through :func:`close_ticket`."""
+    if status is TicketStatus.CLOSED:
+        return close_ticket(ticket, by)
+    if ticket.status is status:
+        return ticket
+
+    if ticket.is_closed:
+        return reopen(ticket, by, status)
+    ticket.status = status
+    _record_event(ticket, by, "status", status=status.value)
+    return ticket
+
+
+def set_priority(ticket: Ticket, priority: TicketPriority, by: Staff) -> Ticket:
+    """Change the ticket's priority."""
+    if ticket.priority is priority:
+        return ticket
+
+    ticket.priority = priority
+    _record_event(ticket, by, "priority", priority=priority.value)
+    return ticket
+
+
+def close_ticket(
+    ticket: Ticket, by: Staff | Customer, ask_rating: bool = False
+) -> Ticket:
+    """Close ``ticket``; closing a closed ticket changes nothing.
+
+    When staff close it, the customer is told, and may be asked for a rating.
+    """
     if ticket.is_closed:
         return ticket
 
@@ -159,24 +263,129 @@ def close_ticket(ticket: Ticket, by: Staff | Customer) -> Ticket:
     ticket.status = TicketStatus.CLOSED
     ticket.closed_at = now
     ticket.waiting_since = None
-    ticket.updated_at = now
-    db.session.flush()
 
-    who = "staff" if isinstance(by, Staff) else "customer"
-    logger.info("ticket %s closed by %s %s", ticket.id, who, by.id)
+    if isinstance(by, Staff):
+        _record_event(ticket, by, "closed", rating_asked=ask_rating)
+        _notify_closed(ticket, ask_rating)
+    else:
+        _record_event(ticket, None, "closed_by_customer")
     return ticket
+
+
+def reopen(
+    ticket: Ticket, by: Staff, status: TicketStatus = TicketStatus.OPEN
+) -> Ticket:
+    """Reopen a closed ticket."""
+    if not ticket.is_closed:
+        return ticket
+
+    ticket.status = status
+    ticket.closed_at = None
+    _record_event(ticket, by, "reopened", status=status.value)
+    return ticket
+
+
+def rate(ticket: Ticket, customer: Customer, score: int) -> Ticket:
+    """Store the customer's 1-5 rating of a closed ticket."""
+    if ticket.customer_id != customer.id:
+        raise SupportbotError("Only the ticket's customer can rate it.")
+    if score not in RATINGS:
+        raise SupportbotError("A rating is a whole number from 1 to 5.")
+
+    ticket.rating = score
+    _record_event(ticket, None, "rated", rating=score)
+    return ticket
+
+
+def mark_read(ticket: Ticket, staff: Staff) -> None:
+    """Note that ``staff`` has read the ticket up to its latest message."""
+    latest = db.session.scalar(
+        select(Message.id)
+        .where(Message.ticket_id == ticket.id)
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    if latest is None:
+        return
+
+    if not insert_or_ignore(
+        TicketRead, staff_id=staff.id, ticket_id=ticket.id, last_read_message_id=latest
+    ):
+        read = db.session.get(TicketRead, (staff.id, ticket.id))
+        read.last_read_message_id = max(read.last_read_message_id, latest)
 
 
 def subject_from(text: str) -> str:
     """Make a one-line subject from the start of ``text``."""
-    line = " ".join(text.split())
-    if len(line) <= SUBJECT_LENGTH:
-        return line
-    return line[: SUBJECT_LENGTH - 1].rstrip() + "…"
+    return _shorten(text, SUBJECT_LENGTH)
 
 
 def attachment_label(attachment: dict | None) -> str:
     """Name an attachment's kind, for subjects and previews of text-less messages."""
     if not attachment:
         return ""
-    return attachment.get("type", "file").capitalize()
+    return attachment.get("type", "file").replace("_", " ").capitalize()
+
+
+def _shorten(text: str, length: int) -> str:
+    line = " ".join(text.split())
+    if len(line) <= length:
+        return line
+    return line[: length - 1].rstrip() + "…"
+
+
+def _checked_text(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise SupportbotError("Write something first: the message is empty.")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise SupportbotError(
+            f"The message is too long: at most {MAX_TEXT_LENGTH} characters."
+        )
+    return text
+
+
+def _record_message(ticket: Ticket, message: Message) -> None:
+    now = utcnow()
+    ticket.last_message_at = now
+    ticket.last_message_preview = _shorten(
+        message.text or attachment_label(message.attachment), PREVIEW_LENGTH
+    )
+    ticket.updated_at = now
+    db.session.flush()
+
+    events.announce(
+        events.message_created,
+        ticket_id=ticket.id,
+        message_id=message.id,
+        kind=message.kind.value,
+    )
+    events.announce(events.ticket_changed, ticket_id=ticket.id)
+
+
+def _record_event(ticket: Ticket, by: Staff | None, kind: str, **detail) -> None:
+    ticket.updated_at = utcnow()
+    event = TicketEvent(ticket=ticket, staff=by, kind=kind, detail=detail)
+    db.session.add(event)
+    db.session.flush()
+
+    events.announce(events.ticket_event_created, ticket_id=ticket.id, event_id=event.id)
+    events.announce(events.ticket_changed, ticket_id=ticket.id)
+    who = f"staff {by.id}" if by is not None else "the customer"
+    audit.info("%s: ticket %s %s %s", who, ticket.id, kind, detail or "")
+
+
+def _notify_closed(ticket: Ticket, ask_rating: bool) -> None:
+    language = ticket.customer.language_code
+    payload = {"text": bot_text("ticket_closed_by_staff", language, number=ticket.id)}
+    if ask_rating:
+        payload["text"] += "\n\n" + bot_text("rating_prompt", language)
+        payload["reply_markup"] = {
+            "inline_keyboard": [
+                [
+                    {"text": f"{score} ★", "callback_data": f"rate:{ticket.id}:{score}"}
+                    for score in RATINGS
+                ]
+            ]
+        }
+    outbox.enqueue(ticket.customer_id, "sendMessage", payload)

@@ -3,12 +3,15 @@
 import os
 
 import pytest
+from helpers import PASSWORD, csrf_token_of, log_in
 from sqlalchemy import text
 
 from supportbot import create_app, outbox
+from supportbot import staff as staff_service
 from supportbot.config import database_url, engine_options
-from supportbot.extensions import db
+from supportbot.extensions import db, socketio
 from supportbot.fake_telegram import FakeTelegram
+from supportbot.models import StaffRole
 from supportbot.telegram import bot_api
 from supportbot.telegram.views import SECRET_HEADER
 
@@ -40,7 +43,7 @@ def database_uri(tmp_path):
 
 
 @pytest.fixture
-def make_app(database_uri, telegram):
+def make_app(database_uri, telegram, tmp_path):
     """Build apps wired to the test database and the fake Bot API."""
 
     def make(**overrides):
@@ -55,6 +58,8 @@ def make_app(database_uri, telegram):
             "TELEGRAM_TIMEOUT": 2,
             "PUBLIC_URL": PUBLIC_URL,
             "OUTBOX_WORKER": "off",
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "ATTACHMENT_CACHE": str(tmp_path / "files"),
         }
         config.update(overrides)
         return create_app(config)
@@ -116,3 +121,55 @@ def deliver(app):
             return outbox.deliver_due(bot_api())
 
     return run
+
+
+@pytest.fixture
+def make_staff(app):
+    """Create staff accounts, all with the password ``PASSWORD``."""
+
+    def make(name="Alice", role=StaffRole.AGENT, email=None):
+        with app.app_context():
+            email = email or f"{name.lower()}@example.com"
+            account, _ = staff_service.create(email, name, role, PASSWORD)
+            db.session.commit()
+            return account.id
+
+    return make
+
+
+@pytest.fixture
+def agent_client(app, make_staff):
+    """A test client signed in as an agent, Alice."""
+    make_staff("Alice")
+    client = app.test_client()
+    log_in(client, "alice@example.com")
+    return client
+
+
+@pytest.fixture
+def admin_client(app, make_staff):
+    """A test client signed in as an admin, Ada."""
+    make_staff("Ada", role=StaffRole.ADMIN)
+    client = app.test_client()
+    log_in(client, "ada@example.com")
+    return client
+
+
+@pytest.fixture
+def staff_socket(app):
+    """Connect Socket.IO clients that share cookies with a signed-in test client."""
+    sockets = []
+
+    def connect(client, token=None):
+        auth = {"csrf_token": csrf_token_of(client) if token is None else token}
+        socket = socketio.test_client(
+            app, namespace="/staff", flask_test_client=client, auth=auth
+        )
+        sockets.append(socket)
+        return socket
+
+    yield connect
+
+    for socket in sockets:
+        if socket.is_connected("/staff"):
+            socket.disconnect("/staff")

@@ -20,6 +20,7 @@ def test_set_webhook_sends_url_secret_and_allowed_updates(runner, telegram):
         "message",
         "edited_message",
         "my_chat_member",
+        "callback_query",
     }
     [commands] = telegram.calls_to("setMyCommands")
     assert "status" in {c["command"] for c in commands.params["commands"]}

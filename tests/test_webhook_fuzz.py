@@ -67,12 +67,21 @@ chat_member_updates = st.fixed_dictionaries(
         "new_chat_member": members | json_values,
     }
 )
+callback_queries = st.fixed_dictionaries(
+    {"id": st.text(max_size=8) | scalars, "from": users | json_values},
+    optional={
+        "data": st.sampled_from(["rate:1:5", "rate:x:9", "rate:1:1:1", ""]) | scalars,
+        "message": messages | json_values,
+        "chat_instance": scalars,
+    },
+)
 updates = st.fixed_dictionaries(
     {"update_id": ids},
     optional={
         "message": messages | json_values,
         "edited_message": messages,
         "my_chat_member": chat_member_updates | json_values,
+        "callback_query": callback_queries | json_values,
     },
 )
 

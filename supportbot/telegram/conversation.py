@@ -12,7 +12,7 @@ from telebot import types
 
 from .. import customers, outbox, tickets
 from ..extensions import db
-from ..models import Customer, ProcessedUpdate, insert_or_ignore
+from ..models import Customer, ProcessedUpdate, Ticket, insert_or_ignore
 from .strings import text
 from .updates import attachment_of, parse_update, profile_of
 
@@ -44,6 +44,8 @@ def process_update(payload) -> bool:
         on_edited_message(update.edited_message)
     elif update.my_chat_member is not None:
         on_my_chat_member(update.my_chat_member)
+    elif update.callback_query is not None:
+        on_callback_query(update.callback_query)
     db.session.commit()
     return True
 
@@ -113,14 +115,55 @@ def on_my_chat_member(change: types.ChatMemberUpdated) -> None:
     status = change.new_chat_member.status
     if change.chat.type == "private":
         customer = customers.record_customer(profile_of(change.from_user))
-        at = datetime.fromtimestamp(change.date, UTC) if change.date else None
-        customers.set_blocked(customer, status in LEFT_STATUSES, at)
+        customers.set_blocked(customer, status in LEFT_STATUSES, _moment(change.date))
         return
 
     joined = change.old_chat_member.status in LEFT_STATUSES
     if joined and status not in LEFT_STATUSES:
         logger.info("bot added to %s %s", change.chat.type, change.chat.id)
         _say(change.chat.id, "private_only", None)
+
+
+def on_callback_query(query: types.CallbackQuery) -> None:
+    """Take a customer's rating from the buttons under a close notice."""
+    customer = customers.record_customer(profile_of(query.from_user))
+    language = customer.language_code
+    ticket = _rated_ticket(query.data or "", customer)
+
+    if ticket is None:
+        answer = text("rating_unavailable", language)
+    else:
+        tickets.rate(ticket, customer, int(query.data.rsplit(":", 1)[1]))
+        answer = text("rating_thanks", language)
+    outbox.enqueue(
+        customer.id,
+        "answerCallbackQuery",
+        {"callback_query_id": query.id, "text": answer},
+    )
+    if query.message is not None and ticket is not None:
+        # The buttons go, so that a rating is given once.
+        outbox.enqueue(
+            customer.id,
+            "editMessageReplyMarkup",
+            {
+                "message_id": query.message.message_id,
+                "reply_markup": {"inline_keyboard": []},
+            },
+        )
+
+
+def _rated_ticket(data: str, customer: Customer) -> Ticket | None:
+    # Buttons carry "rate:<ticket>:<score>"; anything else is stale or forged.
+    parts = data.split(":")
+    if len(parts) != 3 or parts[0] != "rate":
+        return None
+    if not (parts[1].isdigit() and parts[2] in {"1", "2", "3", "4", "5"}):
+        return None
+
+    ticket = db.session.get(Ticket, int(parts[1]))
+    if ticket is None or ticket.customer_id != customer.id or not ticket.is_closed:
+        return None
+    return ticket
 
 
 def on_start(customer: Customer, argument: str) -> None:
@@ -196,6 +239,13 @@ COMMANDS = {
     "status": on_status,
     "close": on_close,
 }
+
+
+def _moment(timestamp: int | None) -> datetime | None:
+    # Telegram's dates are Unix times; one beyond 32 bits is not a real date.
+    if timestamp is None or not 0 < timestamp < 2**32:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _command_of(message: types.Message) -> tuple[str, str]:

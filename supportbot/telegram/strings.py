@@ -33,6 +33,12 @@ STRINGS = {
         "ticket_closed": (
             "Request #{number} is closed. Write again any time to open a new one."
         ),
+        "ticket_closed_by_staff": (
+            "Your request #{number} is closed. Write again any time to open a new one."
+        ),
+        "rating_prompt": "How did we do? Rate our help from 1 to 5:",
+        "rating_thanks": "Thank you for your rating!",
+        "rating_unavailable": "This rating is no longer available.",
         "nothing_to_close": "You have no open request to close.",
         "unsupported": (
             "Sorry, I can't take this kind of message. Please send text, a photo, a "

@@ -10,7 +10,7 @@ from ..errors import SupportbotError
 logger = logging.getLogger(__name__)
 
 # What the bot asks Telegram for; anything else is acknowledged and ignored.
-ALLOWED_UPDATES = ["message", "edited_message", "my_chat_member"]
+ALLOWED_UPDATES = ["message", "edited_message", "my_chat_member", "callback_query"]
 
 # Media a customer may send, and the fields of each worth keeping.
 ATTACHMENT_FIELDS = {
@@ -124,11 +124,25 @@ def attachment_of(message: types.Message) -> dict | None:
 def _check(update: types.Update, kind: str) -> None:
     # The library copies values as they come; make sure of the types used here.
     obj = getattr(update, kind)
+    _require(obj is not None, kind, kind)
+    if kind == "callback_query":
+        _require(isinstance(obj.id, str), kind, "id")
+        _require(_is_user(obj.from_user), kind, "from")
+        _require(obj.data is None or isinstance(obj.data, str), kind, "data")
+        message = obj.message
+        _require(
+            message is None or (_is_int(message.message_id) and _is_chat(message.chat)),
+            kind,
+            "message",
+        )
+        return
     if kind == "my_chat_member":
         _require(_is_user(obj.from_user), kind, "from")
         _require(_is_chat(obj.chat), kind, "chat")
-        _require(isinstance(obj.new_chat_member.status, str), kind, "new_chat_member")
-        _require(isinstance(obj.old_chat_member.status, str), kind, "old_chat_member")
+        for field in ("new_chat_member", "old_chat_member"):
+            status = getattr(getattr(obj, field), "status", None)
+            _require(isinstance(status, str), kind, field)
+        _require(obj.date is None or _is_int(obj.date), kind, "date")
         return
 
     _require(_is_int(obj.message_id), kind, "message_id")

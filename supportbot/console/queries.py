@@ -1,0 +1,197 @@
+"""What the console shows: the queue page and a ticket's timeline."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import joinedload, selectinload
+
+from ..extensions import db
+from ..models import (
+    Customer,
+    Message,
+    MessageKind,
+    OutboxMessage,
+    Staff,
+    Ticket,
+    TicketEvent,
+    TicketRead,
+    TicketStatus,
+)
+
+SCOPES = ("all", "mine", "unassigned")
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """The queue's filters, as they come from the page's query string."""
+
+    status: TicketStatus = TicketStatus.OPEN
+    scope: str = "all"
+    search: str = ""
+
+    @classmethod
+    def from_args(cls, args) -> "QueueFilter":
+        """Read the filters from request arguments, ignoring unknown values."""
+        try:
+            status = TicketStatus(args.get("status", "open"))
+        except ValueError:
+            status = TicketStatus.OPEN
+        scope = args.get("scope", "all")
+        return cls(
+            status=status,
+            scope=scope if scope in SCOPES else "all",
+            search=args.get("q", "").strip()[:200],
+        )
+
+
+@dataclass
+class QueuePage:
+    rows: list  # (ticket, unread) pairs
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def unread_count(staff: Staff):
+    """A per-ticket expression: customer messages ``staff`` has not read yet."""
+    read_up_to = (
+        select(TicketRead.last_read_message_id)
+        .where(TicketRead.staff_id == staff.id)
+        .where(TicketRead.ticket_id == Ticket.id)
+        .scalar_subquery()
+    )
+    return (
+        select(func.count(Message.id))
+        .where(Message.ticket_id == Ticket.id)
+        .where(Message.kind == MessageKind.CUSTOMER)
+        .where(Message.id > func.coalesce(read_up_to, 0))
+        .scalar_subquery()
+    )
+
+
+def _conditions(queue_filter: QueueFilter, staff: Staff) -> list:
+    conditions = [Ticket.status == queue_filter.status]
+    if queue_filter.scope == "mine":
+        conditions.append(Ticket.assignee_id == staff.id)
+    elif queue_filter.scope == "unassigned":
+        conditions.append(Ticket.assignee_id.is_(None))
+    if queue_filter.search:
+        conditions.append(_matches(queue_filter.search))
+    return conditions
+
+
+def _matches(search: str):
+    by_number = []
+    if search.lstrip("#").isdigit() and len(search) < 18:
+        by_number = [Ticket.id == int(search.lstrip("#"))]
+
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = func.plainto_tsquery("simple", search)
+        in_subject = func.to_tsvector("simple", Ticket.subject).op("@@")(query)
+        in_messages = exists().where(
+            Message.ticket_id == Ticket.id,
+            func.to_tsvector("simple", Message.text).op("@@")(query),
+        )
+    else:
+        in_subject = Ticket.subject.icontains(search, autoescape=True)
+        in_messages = exists().where(
+            Message.ticket_id == Ticket.id,
+            Message.text.icontains(search, autoescape=True),
+        )
+
+    by_customer = exists().where(
+        Customer.id == Ticket.customer_id,
+        or_(
+            Customer.username.icontains(search.lstrip("@"), autoescape=True),
+            Customer.first_name.icontains(search, autoescape=True),
+        ),
+    )
+    return or_(*by_number, in_subject, in_messages, by_customer)
+
+
+def _order(status: TicketStatus) -> list:
+    if status is TicketStatus.CLOSED:
+        return [Ticket.closed_at.desc(), Ticket.id.desc()]
+    # Longest waiting first; tickets waiting on nobody after them.
+    return [Ticket.waiting_since.asc().nulls_last(), Ticket.updated_at.desc()]
+
+
+def queue_page(
+    queue_filter: QueueFilter, staff: Staff, page: int, per_page: int
+) -> QueuePage:
+    """Return one page of the queue: two queries, whatever the page size."""
+    conditions = _conditions(queue_filter, staff)
+    total = db.session.scalar(
+        select(func.count()).select_from(Ticket).where(*conditions)
+    )
+    statement = (
+        select(Ticket, unread_count(staff).label("unread"))
+        .where(*conditions)
+        .options(joinedload(Ticket.customer), joinedload(Ticket.assignee))
+        .order_by(*_order(queue_filter.status))
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
+    rows = [tuple(row) for row in db.session.execute(statement)]
+    return QueuePage(rows=rows, total=total, page=page, per_page=per_page)
+
+
+def queue_row(ticket_id: int, queue_filter: QueueFilter, staff: Staff):
+    """Return (ticket, unread) if the ticket belongs in the filtered queue."""
+    statement = (
+        select(Ticket, unread_count(staff).label("unread"))
+        .where(Ticket.id == ticket_id, *_conditions(queue_filter, staff))
+        .options(joinedload(Ticket.customer), joinedload(Ticket.assignee))
+    )
+    row = db.session.execute(statement).first()
+    return tuple(row) if row else None
+
+
+def total_unread(staff: Staff) -> int:
+    """Count unread customer messages over the tickets still open."""
+    total = db.session.scalar(
+        select(func.coalesce(func.sum(unread_count(staff)), 0)).where(
+            Ticket.status != TicketStatus.CLOSED
+        )
+    )
+    # PostgreSQL sums counts as numeric.
+    return int(total)
+
+
+def ticket_for_view(ticket_id: int) -> Ticket | None:
+    """Load a ticket with everything its page shows."""
+    return db.session.scalar(
+        select(Ticket)
+        .where(Ticket.id == ticket_id)
+        .options(
+            joinedload(Ticket.customer),
+            joinedload(Ticket.assignee),
+            selectinload(Ticket.messages).selectinload(Message.revisions),
+            selectinload(Ticket.messages).joinedload(Message.staff),
+            selectinload(Ticket.events).joinedload(TicketEvent.staff),
+        )
+    )
+
+
+def timeline(ticket: Ticket) -> list:
+    """Merge messages and events in the order they happened."""
+    items = [("message", m) for m in ticket.messages]
+    items += [("event", e) for e in ticket.events]
+    return sorted(items, key=lambda item: item[1].created_at)
+
+
+def deliveries(message_ids: list[int]) -> dict[int, OutboxMessage]:
+    """Return the latest outbox row of each of the given replies."""
+    if not message_ids:
+        return {}
+
+    rows = db.session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.message_id.in_(message_ids))
+        .order_by(OutboxMessage.id)
+    )
+    return {row.message_id: row for row in rows}

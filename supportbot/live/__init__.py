@@ -1,0 +1,66 @@
+"""Live updates for the staff console over Socket.IO.
+
+Services announce events (:mod:`supportbot.events`); this package passes them to
+the browsers in the rooms that care: ``queue`` for every signed-in staff member,
+``ticket:<id>`` for those with that ticket open. Browsers then fetch the
+rendered row or message, so markup is made in one place, by the templates.
+"""
+
+import logging
+
+from flask import Flask
+
+from .. import events
+from ..extensions import socketio
+from .staff import NAMESPACE, StaffNamespace, ticket_room
+
+logger = logging.getLogger(__name__)
+
+QUEUE_ROOM = "queue"
+
+
+def init_app(app: Flask) -> None:
+    """Attach Socket.IO to the app and forward domain events to the browsers."""
+    public_url = app.config["PUBLIC_URL"]
+    socketio.init_app(
+        app,
+        async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+        message_queue=app.config["REDIS_URL"] or None,
+        # None checks the Origin header against the request's own host; a
+        # public address behind a proxy is named explicitly.
+        cors_allowed_origins=[public_url] if public_url else None,
+        logger=False,
+        engineio_logger=False,
+    )
+    socketio.on_namespace(StaffNamespace(NAMESPACE))
+
+    events.ticket_changed.connect(_on_ticket_changed, weak=False)
+    events.message_created.connect(_on_message_created, weak=False)
+    events.ticket_event_created.connect(_on_ticket_event_created, weak=False)
+
+
+def _on_ticket_changed(app, ticket_id: int, **details) -> None:
+    payload = {"ticket_id": ticket_id, **details}
+    socketio.emit("ticket_changed", payload, to=QUEUE_ROOM, namespace=NAMESPACE)
+    socketio.emit(
+        "ticket_changed", payload, to=ticket_room(ticket_id), namespace=NAMESPACE
+    )
+
+
+def _on_message_created(app, ticket_id: int, message_id: int, kind: str) -> None:
+    payload = {"ticket_id": ticket_id, "message_id": message_id, "kind": kind}
+    socketio.emit(
+        "message_created", payload, to=ticket_room(ticket_id), namespace=NAMESPACE
+    )
+    if kind == "customer":
+        # The queue page uses it for notifications and the unread count.
+        socketio.emit("customer_message", payload, to=QUEUE_ROOM, namespace=NAMESPACE)
+
+
+def _on_ticket_event_created(app, ticket_id: int, event_id: int) -> None:
+    socketio.emit(
+        "ticket_event_created",
+        {"ticket_id": ticket_id, "event_id": event_id},
+        to=ticket_room(ticket_id),
+        namespace=NAMESPACE,
+    )

@@ -1,0 +1,103 @@
+"""Every console route and socket event refuses anonymous users; admin pages
+refuse agents."""
+
+import pytest
+from helpers import csrf_token_of
+
+from supportbot.extensions import db
+from supportbot.models import Staff
+
+CONSOLE_PAGES = [
+    ("GET", "/console/"),
+    ("GET", "/console/unread"),
+    ("GET", "/console/tickets/1"),
+    ("GET", "/console/tickets/1/row"),
+    ("GET", "/console/tickets/1/summary"),
+    ("GET", "/console/messages/1"),
+    ("GET", "/console/events/1"),
+    ("GET", "/console/files/1"),
+    ("POST", "/console/tickets/1/read"),
+    ("POST", "/console/tickets/1/messages"),
+    ("POST", "/console/tickets/1/assign"),
+    ("POST", "/console/tickets/1/status"),
+    ("POST", "/console/tickets/1/priority"),
+    ("GET", "/account/password"),
+    ("POST", "/account/password"),
+    ("POST", "/logout"),
+]
+ADMIN_PAGES = [
+    ("GET", "/admin/staff"),
+    ("POST", "/admin/staff"),
+    ("POST", "/admin/staff/1"),
+    ("GET", "/admin/canned"),
+    ("POST", "/admin/canned"),
+    ("POST", "/admin/canned/1/delete"),
+]
+
+
+def test_every_console_and_admin_route_is_listed(app):
+    listed = {path.split("/1")[0] for _, path in CONSOLE_PAGES + ADMIN_PAGES}
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(("/console", "/admin", "/account")):
+            prefix = rule.rule.split("/<")[0]
+            assert prefix in listed, f"{rule.rule} has no guard test"
+
+
+@pytest.mark.parametrize(("method", "path"), CONSOLE_PAGES + ADMIN_PAGES)
+def test_anonymous_users_are_sent_to_sign_in(client, method, path):
+    # With a valid CSRF token, so that only the sign-in requirement can refuse.
+    token = csrf_token_of(client, "/login")
+
+    response = client.open(path, method=method, data={"csrf_token": token})
+
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_PAGES)
+def test_agents_are_refused_admin_pages(agent_client, method, path):
+    token = csrf_token_of(agent_client)
+
+    response = agent_client.open(path, method=method, data={"csrf_token": token})
+
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/admin/staff")])
+def test_admins_reach_admin_pages(admin_client, method, path):
+    assert admin_client.open(path, method=method).status_code == 200
+
+
+def test_anonymous_socket_is_refused(app, client, staff_socket):
+    socket = staff_socket(client, token="anything")
+
+    assert not socket.is_connected("/staff")
+
+
+def test_socket_without_csrf_token_is_refused(agent_client, staff_socket):
+    socket = staff_socket(agent_client, token="")
+
+    assert not socket.is_connected("/staff")
+
+
+@pytest.mark.parametrize(
+    ("event", "data"),
+    [
+        ("join_ticket", {"ticket_id": 1}),
+        ("leave_ticket", {"ticket_id": 1}),
+        ("viewing", {"ticket_id": 1}),
+        ("typing", {"ticket_id": 1}),
+    ],
+)
+def test_socket_events_refuse_a_session_that_ended(
+    app, agent_client, staff_socket, event, data
+):
+    socket = staff_socket(agent_client)
+    assert socket.is_connected("/staff")
+    with app.app_context():
+        db.session.get(Staff, 1).is_active = False
+        db.session.commit()
+
+    answer = socket.emit(event, data, namespace="/staff", callback=True)
+
+    assert answer == {"ok": False, "error": "Sign in again."}

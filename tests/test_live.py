@@ -1,0 +1,171 @@
+"""Live console events over Socket.IO, with clients that share the session."""
+
+from helpers import csrf_token_of, log_in
+from sqlalchemy import select
+
+from supportbot.extensions import db
+from supportbot.models import Ticket
+
+
+def events_named(socket, name):
+    return [e["args"][0] for e in socket.get_received("/staff") if e["name"] == name]
+
+
+def received(socket):
+    return socket.get_received("/staff")
+
+
+def test_new_customer_message_reaches_the_queue(
+    agent_client, staff_socket, send_update, telegram
+):
+    socket = staff_socket(agent_client)
+    received(socket)
+
+    send_update(telegram.user().text("hello, anyone?"))
+
+    events = received(socket)
+    names = [e["name"] for e in events]
+    assert "ticket_changed" in names
+    assert "customer_message" in names
+
+
+def test_ticket_room_gets_messages_events_and_state(
+    app, agent_client, staff_socket, send_update, telegram
+):
+    user = telegram.user()
+    send_update(user.text("first"))
+    with app.app_context():
+        ticket_id = db.session.scalars(select(Ticket.id)).one()
+    socket = staff_socket(agent_client)
+    assert socket.emit(
+        "join_ticket", {"ticket_id": ticket_id}, namespace="/staff", callback=True
+    ) == {"ok": True}
+    received(socket)
+
+    send_update(user.text("second"))
+    token = csrf_token_of(agent_client)
+    agent_client.post(
+        f"/console/tickets/{ticket_id}/assign",
+        data={"assignee": "me", "csrf_token": token},
+    )
+
+    events = received(socket)
+    created = [e["args"][0] for e in events if e["name"] == "message_created"]
+    assert created and created[0]["ticket_id"] == ticket_id
+    assert created[0]["kind"] == "customer"
+    assert any(e["name"] == "ticket_event_created" for e in events)
+
+
+def test_rolled_back_changes_announce_nothing(
+    app, agent_client, staff_socket, send_update, telegram, monkeypatch
+):
+    socket = staff_socket(agent_client)
+    received(socket)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("after the message was added")
+
+    monkeypatch.setattr("supportbot.telegram.conversation._say", broken)
+    response = send_update(telegram.user().text("lost"))
+
+    assert response.status_code == 500
+    assert received(socket) == []
+
+
+def test_join_unknown_or_malformed_ticket_is_refused(agent_client, staff_socket):
+    socket = staff_socket(agent_client)
+
+    for data in (
+        {"ticket_id": 987654},
+        {"ticket_id": "1"},
+        {"ticket_id": True},
+        "x",
+        None,
+    ):
+        answer = socket.emit("join_ticket", data, namespace="/staff", callback=True)
+        assert answer["ok"] is False
+
+
+def test_presence_and_typing_reach_colleagues_not_oneself(
+    app, make_staff, staff_socket, send_update, telegram
+):
+    user = telegram.user()
+    send_update(user.text("help"))
+    with app.app_context():
+        ticket_id = db.session.scalars(select(Ticket.id)).one()
+    make_staff("Alice")
+    make_staff("Bob")
+    alice_client, bob_client = app.test_client(), app.test_client()
+    log_in(alice_client, "alice@example.com")
+    log_in(bob_client, "bob@example.com")
+    alice, bob = staff_socket(alice_client), staff_socket(bob_client)
+
+    alice.emit("join_ticket", {"ticket_id": ticket_id}, namespace="/staff")
+    received(alice)
+    bob.emit("join_ticket", {"ticket_id": ticket_id}, namespace="/staff")
+    bob.emit("typing", {"ticket_id": ticket_id}, namespace="/staff")
+
+    seen = received(alice)
+    presence = [e["args"][0] for e in seen if e["name"] == "presence"]
+    assert presence == [
+        {"ticket_id": ticket_id, "staff": {"id": 2, "name": "Bob"}, "state": "joined"}
+    ]
+    assert [e["name"] for e in seen].count("typing") == 1
+    assert events_named(bob, "typing") == []
+    assert events_named(bob, "presence") == []
+
+
+def test_typing_is_relayed_and_shown_to_the_customer_throttled(
+    app, make_staff, staff_socket, send_update, telegram
+):
+    user = telegram.user()
+    send_update(user.text("help"))
+    with app.app_context():
+        ticket_id = db.session.scalars(select(Ticket.id)).one()
+    make_staff("Alice")
+    make_staff("Bob")
+    alice_client, bob_client = app.test_client(), app.test_client()
+    log_in(alice_client, "alice@example.com")
+    log_in(bob_client, "bob@example.com")
+    alice, bob = staff_socket(alice_client), staff_socket(bob_client)
+    alice.emit("join_ticket", {"ticket_id": ticket_id}, namespace="/staff")
+    bob.emit("join_ticket", {"ticket_id": ticket_id}, namespace="/staff")
+    received(alice)
+
+    for _ in range(3):
+        bob.emit("typing", {"ticket_id": ticket_id}, namespace="/staff")
+
+    typing = events_named(alice, "typing")
+    assert len(typing) == 3
+    assert typing[0]["staff"]["name"] == "Bob"
+    [action] = telegram.wait_for("sendChatAction")
+    assert action.chat_id == user.id
+    assert action.params["action"] == "typing"
+
+
+def test_typing_a_note_does_not_show_the_customer(
+    app, agent_client, staff_socket, send_update, telegram
+):
+    send_update(telegram.user().text("help"))
+    with app.app_context():
+        ticket_id = db.session.scalars(select(Ticket.id)).one()
+    socket = staff_socket(agent_client)
+    socket.emit("join_ticket", {"ticket_id": ticket_id}, namespace="/staff")
+
+    answer = socket.emit(
+        "typing",
+        {"ticket_id": ticket_id, "note": True},
+        namespace="/staff",
+        callback=True,
+    )
+
+    assert answer == {"ok": True}
+    assert telegram.calls_to("sendChatAction") == []
+
+
+def test_typing_outside_a_joined_ticket_is_refused(agent_client, staff_socket):
+    socket = staff_socket(agent_client)
+
+    answer = socket.emit("typing", {"ticket_id": 1}, namespace="/staff", callback=True)
+
+    assert answer["ok"] is False
