@@ -48,7 +48,12 @@
 
   socket.on("connect", () => {
     showConnection(true);
-    if (ticketId) socket.emit("join_ticket", { ticket_id: ticketId });
+    if (ticketId) {
+      // Whatever happened before the room was joined is fetched once joined.
+      socket.emit("join_ticket", { ticket_id: ticketId }, () =>
+        document.dispatchEvent(new Event("ticket-joined")),
+      );
+    }
   });
   socket.on("disconnect", () => showConnection(false));
   socket.on("connect_error", (error) => {
@@ -248,6 +253,13 @@
         event.preventDefault();
         canned.focus();
       }
+    });
+
+    document.addEventListener("ticket-joined", async () => {
+      const html = await fetchHtml(`/console/tickets/${ticketId}/timeline`);
+      if (html !== null) timeline.innerHTML = html;
+      scrollToEnd();
+      markRead();
     });
 
     document.addEventListener("visibilitychange", markRead);

@@ -21,6 +21,9 @@ message_created = signals.signal("message-created")
 # Something was done to a ticket that its timeline shows (ticket_id, event_id).
 ticket_event_created = signals.signal("ticket-event-created")
 
+# An outbox row changed state (ticket_id, message_id, status, error).
+delivery_changed = signals.signal("delivery-changed")
+
 PENDING = "supportbot.events.pending"
 
 

@@ -16,6 +16,7 @@ from flask.cli import AppGroup
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
+from . import events
 from .extensions import db
 from .models import Customer, OutboxMessage, OutboxStatus, utcnow
 from .telegram.api import BotAPI, TelegramAPIError, TelegramError
@@ -110,6 +111,14 @@ def _send(api: BotAPI, row: OutboxMessage) -> None:
         if row.message is not None and row.telegram_message_id:
             row.message.telegram_message_id = row.telegram_message_id
         logger.info("outbox %s sent %s to chat %s", row.id, row.method, row.chat_id)
+    if row.message is not None:
+        events.announce(
+            events.delivery_changed,
+            ticket_id=row.message.ticket_id,
+            message_id=row.message_id,
+            status=row.status.value,
+            error=row.error,
+        )
     db.session.commit()
 
 

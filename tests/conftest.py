@@ -3,7 +3,6 @@
 import os
 
 import pytest
-from helpers import PASSWORD, csrf_token_of, log_in
 from sqlalchemy import text
 
 from supportbot import create_app, outbox
@@ -14,6 +13,8 @@ from supportbot.fake_telegram import FakeTelegram
 from supportbot.models import StaffRole
 from supportbot.telegram import bot_api
 from supportbot.telegram.views import SECRET_HEADER
+
+from helpers import PASSWORD, csrf_token_of, log_in
 
 WEBHOOK_SECRET = "test-webhook-secret"
 PUBLIC_URL = "https://support.example.com"

@@ -1,10 +1,11 @@
 """Staff accounts: signing in and out, passwords, limits and the CLI."""
 
 import pytest
-from helpers import PASSWORD, csrf_token_of, log_in
 
 from supportbot.extensions import db
 from supportbot.models import Staff
+
+from helpers import PASSWORD, csrf_token_of, log_in
 
 
 def test_login_with_right_password_opens_the_queue(app, client, make_staff):

@@ -1,7 +1,6 @@
 """The staff console: queue, ticket page and the actions taken there."""
 
 import pytest
-from helpers import csrf_token_of, log_in
 from sqlalchemy import event, select
 
 from supportbot.extensions import db
@@ -13,6 +12,8 @@ from supportbot.models import (
     TicketPriority,
     TicketStatus,
 )
+
+from helpers import csrf_token_of, log_in
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 refuse agents."""
 
 import pytest
-from helpers import csrf_token_of
 
 from supportbot.extensions import db
 from supportbot.models import Staff
+
+from helpers import csrf_token_of
 
 CONSOLE_PAGES = [
     ("GET", "/console/"),
@@ -13,6 +14,7 @@ CONSOLE_PAGES = [
     ("GET", "/console/tickets/1"),
     ("GET", "/console/tickets/1/row"),
     ("GET", "/console/tickets/1/summary"),
+    ("GET", "/console/tickets/1/timeline"),
     ("GET", "/console/messages/1"),
     ("GET", "/console/events/1"),
     ("GET", "/console/files/1"),

@@ -1,10 +1,11 @@
 """Live console events over Socket.IO, with clients that share the session."""
 
-from helpers import csrf_token_of, log_in
 from sqlalchemy import select
 
 from supportbot.extensions import db
 from supportbot.models import Ticket
+
+from helpers import csrf_token_of, log_in
 
 
 def events_named(socket, name):
@@ -169,3 +170,26 @@ def test_typing_outside_a_joined_ticket_is_refused(agent_client, staff_socket):
     answer = socket.emit("typing", {"ticket_id": 1}, namespace="/staff", callback=True)
 
     assert answer["ok"] is False
+
+
+def test_delivery_state_reaches_the_ticket_room(
+    app, agent_client, staff_socket, send_update, telegram, deliver
+):
+    send_update(telegram.user().text("help"))
+    with app.app_context():
+        ticket_id = db.session.scalars(select(Ticket.id)).one()
+    socket = staff_socket(agent_client)
+    socket.emit("join_ticket", {"ticket_id": ticket_id}, namespace="/staff")
+    token = csrf_token_of(agent_client)
+    reply = agent_client.post(
+        f"/console/tickets/{ticket_id}/messages",
+        data={"text": "on it", "csrf_token": token},
+        headers={"Accept": "application/json"},
+    ).json
+    received(socket)
+
+    deliver()
+
+    [state] = events_named(socket, "delivery_changed")
+    assert state["message_id"] == reply["message_id"]
+    assert state["status"] == "sent"

@@ -23,6 +23,14 @@ def since(moment: datetime | None) -> str:
     return f"{seconds // 86400}d"
 
 
+def ago(moment: datetime | None) -> str:
+    """Say when ``moment`` was, in words: just now, 5m ago, 2d ago."""
+    if moment is None:
+        return ""
+    elapsed = since(moment)
+    return "just now" if elapsed == "now" else f"{elapsed} ago"
+
+
 def wait_class(moment: datetime | None) -> str:
     """Colour a customer's wait against the first-response target."""
     if moment is None:
@@ -45,6 +53,7 @@ def iso(moment: datetime | None) -> str:
 def register(app: Flask) -> None:
     """Make the helpers available in templates."""
     app.add_template_filter(since)
+    app.add_template_filter(ago)
     app.add_template_filter(wait_class)
     app.add_template_filter(iso)
     app.add_template_test(is_inline_image, "inline_image")

@@ -94,6 +94,21 @@ def ticket(ticket_id: int):
     )
 
 
+@bp.get("/tickets/<int:ticket_id>/timeline")
+def ticket_timeline(ticket_id: int):
+    """Render a ticket's whole timeline, for catching up after (re)connecting."""
+    found = queries.ticket_for_view(ticket_id)
+    if found is None:
+        abort(404, f"There is no ticket #{ticket_id}.")
+
+    replies = [m.id for m in found.messages if m.kind is MessageKind.REPLY]
+    return render_template(
+        "console/_timeline.html",
+        timeline=queries.timeline(found),
+        deliveries=queries.deliveries(replies),
+    )
+
+
 @bp.get("/tickets/<int:ticket_id>/summary")
 def ticket_summary(ticket_id: int):
     """Render the ticket's state panel, for live refreshes."""

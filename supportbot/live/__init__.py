@@ -37,6 +37,7 @@ def init_app(app: Flask) -> None:
     events.ticket_changed.connect(_on_ticket_changed, weak=False)
     events.message_created.connect(_on_message_created, weak=False)
     events.ticket_event_created.connect(_on_ticket_event_created, weak=False)
+    events.delivery_changed.connect(_on_delivery_changed, weak=False)
 
 
 def _on_ticket_changed(app, ticket_id: int, **details) -> None:
@@ -61,6 +62,15 @@ def _on_ticket_event_created(app, ticket_id: int, event_id: int) -> None:
     socketio.emit(
         "ticket_event_created",
         {"ticket_id": ticket_id, "event_id": event_id},
+        to=ticket_room(ticket_id),
+        namespace=NAMESPACE,
+    )
+
+
+def _on_delivery_changed(app, ticket_id: int, **details) -> None:
+    socketio.emit(
+        "delivery_changed",
+        {"ticket_id": ticket_id, **details},
         to=ticket_room(ticket_id),
         namespace=NAMESPACE,
     )

@@ -1,0 +1,134 @@
+"""The console in a real browser: headless Chromium driven by Playwright."""
+
+import os
+import shutil
+import threading
+
+import pytest
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from supportbot.extensions import db
+from supportbot.models import Ticket
+
+from helpers import PASSWORD
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = os.environ.get("SUPPORTBOT_SCREENSHOTS")
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+    reason="Chromium is not installed (apt-get install chromium); CI installs it",
+)
+
+
+@pytest.fixture
+def live_server(make_app, app):
+    """Serve the app, with its outbox thread, on a local port."""
+    server = make_server("127.0.0.1", 0, None, threaded=True)
+    base_url = f"http://127.0.0.1:{server.server_port}"
+    # The public address is where browsers come from: sockets check it.
+    live = make_app(OUTBOX_WORKER="thread", PUBLIC_URL=base_url)
+    server.app = live
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    yield live, base_url
+
+    server.shutdown()
+    live.extensions["supportbot.outbox"].stop()
+
+
+@pytest.fixture
+def browser():
+    """Start headless Chromium for the test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+def screenshot(page, name):
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
+
+
+def test_staff_answers_a_customer_live(live_server, browser, telegram, make_staff):
+    live, base_url = live_server
+    make_staff("Alice")
+    telegram.set_webhook(
+        f"{base_url}/telegram/webhook", secret_token="test-webhook-secret"
+    )
+    # Without the page's CSP, so that the test's own probes may run, and so
+    # that escaping alone is what keeps a customer's markup inert.
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(f"{base_url}/login")
+    page.fill("input[name=email]", "alice@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/console/")
+    page.wait_for_function("document.body.classList.contains('offline') === false")
+
+    # A customer writes while the queue is open: the row appears, no reload.
+    carol = telegram.user(first_name="Carol", username="carol")
+    page.evaluate("window.__notReloaded = true")
+    assert telegram.push(carol.text("My parcel never arrived")).status == 200
+    row = page.locator("#queue tbody tr", has_text="My parcel never arrived")
+    row.wait_for()
+    assert page.evaluate("window.__notReloaded") is True
+    page.wait_for_function("document.title.startsWith('(1)')")
+    telegram.push(telegram.user(first_name="Dan").text("Where is my invoice?"))
+    page.locator("#queue tbody tr", has_text="invoice").wait_for()
+    screenshot(page, "queue")
+
+    with live.app_context():
+        ticket_id = db.session.scalars(
+            select(Ticket.id).order_by(Ticket.id).limit(1)
+        ).one()
+
+    # The ticket page gets the customer's next message live.
+    row.locator("a").first.click()
+    page.wait_for_url(f"{base_url}/console/tickets/{ticket_id}")
+    telegram.push(carol.text("Order number 1234"))
+    page.locator("#timeline .message-customer", has_text="Order number 1234").wait_for()
+
+    # Markup from a customer is shown as text and runs nothing.
+    telegram.push(
+        carol.text(
+            '<script>window.__xss = 1</script><img src=x onerror="window.__xss=2">'
+        )
+    )
+    page.locator("#timeline .message-customer", has_text="<script>").wait_for()
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#timeline img[src=x]").count() == 0
+
+    # A reply goes out with Enter, reaches Telegram and turns to sent.
+    page.fill("#reply-text", "It is on its way, Carol!")
+    page.press("#reply-text", "Enter")
+    reply = page.locator("#timeline .message-reply", has_text="It is on its way")
+    reply.wait_for()
+    telegram.wait_for(
+        "sendMessage", where=lambda call: "on its way" in call.params.get("text", "")
+    )
+    reply.locator("[data-delivery-state=sent]").wait_for(timeout=10000)
+    assert page.input_value("#reply-text") == ""
+    screenshot(page, "ticket")
+
+    assert errors == []
