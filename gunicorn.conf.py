@@ -7,6 +7,9 @@ right after the fork.
 
 import os
 
+# Socket.IO must use the worker's concurrency model.
+os.environ.setdefault("SOCKETIO_ASYNC_MODE", "gevent")
+
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"

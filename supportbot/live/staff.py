@@ -6,7 +6,14 @@ import threading
 import time
 
 from flask_login import current_user
-from flask_socketio import Namespace, emit, join_room, leave_room, rooms
+from flask_socketio import (
+    ConnectionRefusedError,
+    Namespace,
+    emit,
+    join_room,
+    leave_room,
+    rooms,
+)
 from flask_wtf.csrf import ValidationError, validate_csrf
 
 from ..extensions import db, socketio
