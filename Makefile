@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-ASSETS := static/vendor/socket.io.min.js
+ASSETS := static/vendor/socket.io.min.js static/vendor/uPlot.iife.min.js
 
 .PHONY: run test install install-test assets lock clean
 
@@ -24,11 +24,12 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 # Browser libraries come from npm, pinned by package-lock.json, and are served
 # from static/vendor: no page loads a script from a CDN.
-$(ASSETS): package-lock.json
+$(ASSETS) &: package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	mkdir -p static/vendor
 	cp node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
-	touch $@
+	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css static/vendor/
+	touch $(ASSETS)
 
 assets: $(ASSETS)
 

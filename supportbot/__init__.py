@@ -2,7 +2,7 @@
 
 import os
 
-from flask import Flask, redirect, url_for
+from flask import Flask
 
 from . import (
     admin,
@@ -12,6 +12,7 @@ from . import (
     events,
     live,
     logs,
+    monitoring,
     outbox,
     security,
     telegram,
@@ -50,6 +51,5 @@ def create_app(config: dict | None = None) -> Flask:
     console.init_app(app)
     admin.init_app(app)
     live.init_app(app)
-
-    app.add_url_rule("/", "index", lambda: redirect(url_for("console.queue")))
+    monitoring.init_app(app)
     return app

@@ -26,7 +26,13 @@ def add(title: str, body: str, by: Staff) -> CannedReply:
     db.session.add(reply)
     db.session.flush()
 
-    audit.info("staff %s added canned reply %s %r", by.id, reply.id, title)
+    audit.info(
+        "staff %s added canned reply %s %r",
+        by.id,
+        reply.id,
+        title,
+        extra={"staff_id": by.id},
+    )
     return reply
 
 
@@ -37,5 +43,11 @@ def delete(reply_id: int, by: Staff) -> CannedReply:
         raise NotFound(f"There is no canned reply #{reply_id}.")
 
     db.session.delete(reply)
-    audit.info("staff %s deleted canned reply %s %r", by.id, reply.id, reply.title)
+    audit.info(
+        "staff %s deleted canned reply %s %r",
+        by.id,
+        reply.id,
+        reply.title,
+        extra={"staff_id": by.id},
+    )
     return reply

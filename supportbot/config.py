@@ -98,6 +98,13 @@ class Config:
             raise ConfigError("OUTBOX_WORKER must be 'thread' or 'off'.")
         self.OUTBOX_RETRY_DEADLINE = self._int("OUTBOX_RETRY_DEADLINE", 86400)
         self.LOG_LEVEL = self._str("LOG_LEVEL", "INFO").upper()
+        self.LOG_FORMAT = self._str("LOG_FORMAT", "text")
+        if self.LOG_FORMAT not in ("text", "json"):
+            raise ConfigError("LOG_FORMAT must be 'text' or 'json'.")
+        self.LOG_TO_DATABASE = self._str("LOG_TO_DATABASE", "on") != "off"
+        self.LOG_QUEUE_SIZE = self._int("LOG_QUEUE_SIZE", 10000)
+        self.LOG_RETENTION_DAYS = self._int("LOG_RETENTION_DAYS", 14)
+        self.METRICS_TOKEN = self._str("METRICS_TOKEN")
         self.SOCKETIO_ASYNC_MODE = self._str("SOCKETIO_ASYNC_MODE", "threading")
         if self.SOCKETIO_ASYNC_MODE not in ("threading", "gevent"):
             raise ConfigError("SOCKETIO_ASYNC_MODE must be 'threading' or 'gevent'.")

@@ -33,6 +33,10 @@ class Conflict(SupportbotError):
     status_code = 409
 
 
+class TooLarge(SupportbotError):
+    status_code = 413
+
+
 def wants_json() -> bool:
     """Tell whether the current request should get a JSON error body."""
     if request.path.startswith(JSON_PREFIXES):
@@ -98,6 +102,7 @@ def init_app(app: Flask) -> None:
             request.method,
             request.path,
             error.orig,
+            extra={"error_id": error_id},
         )
         response = error_response(
             503,
@@ -118,6 +123,7 @@ def init_app(app: Flask) -> None:
             request.method,
             request.path,
             exc_info=error,
+            extra={"error_id": error_id},
         )
         return error_response(
             500,

@@ -16,6 +16,9 @@ signals = Namespace()
 
 # A ticket's status, assignee, priority or latest message changed.
 ticket_changed = signals.signal("ticket-changed")
+# A ticket was opened, or closed (ticket_id).
+ticket_opened = signals.signal("ticket-opened")
+ticket_closed = signals.signal("ticket-closed")
 # A customer message, staff reply or note was added (ticket_id, message_id, kind).
 message_created = signals.signal("message-created")
 # Something was done to a ticket that its timeline shows (ticket_id, event_id).
@@ -23,6 +26,10 @@ ticket_event_created = signals.signal("ticket-event-created")
 
 # An outbox row changed state (ticket_id, message_id, status, error).
 delivery_changed = signals.signal("delivery-changed")
+
+# Staff are writing a reply (ticket_id). Sent at once, not announced: it
+# stores nothing, so there is no commit to wait for.
+staff_typing = signals.signal("staff-typing")
 
 PENDING = "supportbot.events.pending"
 

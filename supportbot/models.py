@@ -345,7 +345,12 @@ class LogRecord(db.Model):
     ticket_id: Mapped[int | None] = mapped_column(index=True)
     request_path: Mapped[str | None] = mapped_column(String(512))
 
-    __table_args__ = (Index("ix_log_record_level_created_at", "level", "created_at"),)
+    # Who did it, for the audit trail.
+    staff_id: Mapped[int | None] = mapped_column()
+    __table_args__ = (
+        Index("ix_log_record_level_created_at", "level", "created_at"),
+        Index("ix_log_record_logger_created_at", "logger", "created_at"),
+    )
 
 
 def insert_or_ignore(model: type[db.Model], **values) -> bool:

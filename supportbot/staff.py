@@ -64,7 +64,14 @@ def create(
     db.session.add(staff)
     db.session.flush()
 
-    audit.info("%s created staff %s (%s, %s)", _who(by), staff.id, email, role.value)
+    audit.info(
+        "%s created staff %s (%s, %s)",
+        _who(by),
+        staff.id,
+        email,
+        role.value,
+        extra={"staff_id": by.id if by else None},
+    )
     return staff, password
 
 
@@ -76,7 +83,7 @@ def authenticate(email: str, password: str) -> Staff | None:
         return None
 
     staff.last_login_at = utcnow()
-    audit.info("staff %s signed in", staff.id)
+    audit.info("staff %s signed in", staff.id, extra={"staff_id": staff.id})
     return staff
 
 
@@ -87,7 +94,9 @@ def change_password(staff: Staff, current: str, new: str) -> None:
     check_password_strength(new)
 
     staff.set_password(new)
-    audit.info("staff %s changed their password", staff.id)
+    audit.info(
+        "staff %s changed their password", staff.id, extra={"staff_id": staff.id}
+    )
 
 
 def update(staff: Staff, by: Staff, role: StaffRole, active: bool) -> None:
@@ -99,13 +108,21 @@ def update(staff: Staff, by: Staff, role: StaffRole, active: bool) -> None:
 
     if staff.role is not role:
         staff.role = role
-        audit.info("staff %s made staff %s %s", by.id, staff.id, role.value)
+        audit.info(
+            "staff %s made staff %s %s",
+            by.id,
+            staff.id,
+            role.value,
+            extra={"staff_id": by.id},
+        )
     if staff.is_active != active:
         staff.is_active = active
         # A new token ends the sessions the deactivated account still has.
         staff.session_token = secrets.token_hex(16)
         state = "reactivated" if active else "deactivated"
-        audit.info("staff %s %s staff %s", by.id, state, staff.id)
+        audit.info(
+            "staff %s %s staff %s", by.id, state, staff.id, extra={"staff_id": by.id}
+        )
 
 
 def check_password_strength(password: str) -> None:

@@ -74,8 +74,14 @@ def open_ticket(
     db.session.add(ticket)
     db.session.flush()
 
+    events.announce(events.ticket_opened, ticket_id=ticket.id)
     events.announce(events.ticket_changed, ticket_id=ticket.id)
-    logger.info("ticket %s opened for customer %s", ticket.id, customer.id)
+    logger.info(
+        "ticket %s opened for customer %s",
+        ticket.id,
+        customer.id,
+        extra={"ticket_id": ticket.id},
+    )
     return ticket
 
 
@@ -120,7 +126,12 @@ def add_customer_message(
     ticket.status = TicketStatus.OPEN
     _record_message(ticket, message)
 
-    logger.info("message %s added to ticket %s", message.id, ticket.id)
+    logger.info(
+        "message %s added to ticket %s",
+        message.id,
+        ticket.id,
+        extra={"ticket_id": ticket.id},
+    )
     return message, opened
 
 
@@ -144,7 +155,12 @@ def reply(ticket: Ticket, staff: Staff, text: str) -> Message:
     _record_message(ticket, message)
     outbox.enqueue(ticket.customer_id, "sendMessage", {"text": text}, message=message)
 
-    audit.info("staff %s replied on ticket %s", staff.id, ticket.id)
+    audit.info(
+        "staff %s replied on ticket %s",
+        staff.id,
+        ticket.id,
+        extra={"staff_id": staff.id, "ticket_id": ticket.id},
+    )
     return message
 
 
@@ -161,7 +177,12 @@ def add_note(ticket: Ticket, staff: Staff, text: str) -> Message:
         message_id=message.id,
         kind=message.kind.value,
     )
-    audit.info("staff %s added a note to ticket %s", staff.id, ticket.id)
+    audit.info(
+        "staff %s added a note to ticket %s",
+        staff.id,
+        ticket.id,
+        extra={"staff_id": staff.id, "ticket_id": ticket.id},
+    )
     return message
 
 
@@ -203,7 +224,12 @@ def edit_customer_message(
         message_id=message.id,
         kind=message.kind.value,
     )
-    logger.info("message %s on ticket %s edited", message.id, message.ticket_id)
+    logger.info(
+        "message %s on ticket %s edited",
+        message.id,
+        message.ticket_id,
+        extra={"ticket_id": message.ticket_id},
+    )
     return message
 
 
@@ -259,10 +285,10 @@ def close_ticket(
     if ticket.is_closed:
         return ticket
 
-    now = utcnow()
     ticket.status = TicketStatus.CLOSED
-    ticket.closed_at = now
+    ticket.closed_at = utcnow()
     ticket.waiting_since = None
+    events.announce(events.ticket_closed, ticket_id=ticket.id)
 
     if isinstance(by, Staff):
         _record_event(ticket, by, "closed", rating_asked=ask_rating)
@@ -372,7 +398,14 @@ def _record_event(ticket: Ticket, by: Staff | None, kind: str, **detail) -> None
     events.announce(events.ticket_event_created, ticket_id=ticket.id, event_id=event.id)
     events.announce(events.ticket_changed, ticket_id=ticket.id)
     who = f"staff {by.id}" if by is not None else "the customer"
-    audit.info("%s: ticket %s %s %s", who, ticket.id, kind, detail or "")
+    audit.info(
+        "%s: ticket %s %s %s",
+        who,
+        ticket.id,
+        kind,
+        detail or "",
+        extra={"staff_id": by.id if by else None, "ticket_id": ticket.id},
+    )
 
 
 def _notify_closed(ticket: Ticket, ask_rating: bool) -> None:

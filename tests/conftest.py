@@ -61,6 +61,7 @@ def make_app(database_uri, telegram, tmp_path):
             "OUTBOX_WORKER": "off",
             "RATELIMIT_STORAGE_URI": "memory://",
             "ATTACHMENT_CACHE": str(tmp_path / "files"),
+            "LOG_TO_DATABASE": False,
         }
         config.update(overrides)
         return create_app(config)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from supportbot.extensions import db
-from supportbot.models import Ticket
+from supportbot.models import LogRecord, StaffRole, Ticket
 
 from helpers import PASSWORD
 
@@ -131,4 +131,64 @@ def test_staff_answers_a_customer_live(live_server, browser, telegram, make_staf
     assert page.input_value("#reply-text") == ""
     screenshot(page, "ticket")
 
+    assert errors == []
+
+
+def test_dashboard_draws_charts_and_log_filters_work(
+    live_server, browser, make_staff, telegram
+):
+    live, base_url = live_server
+    make_staff("Ada", role=StaffRole.ADMIN)
+    for name in ("Eve", "Finn", "Gus"):
+        telegram.set_webhook(
+            f"{base_url}/telegram/webhook", secret_token="test-webhook-secret"
+        )
+        telegram.push(telegram.user(first_name=name).text(f"help from {name}"))
+    with live.app_context():
+        db.session.add_all(
+            [
+                LogRecord(
+                    level=20, logger="supportbot.outbox", message="outbox 1 sent"
+                ),
+                LogRecord(level=40, logger="supportbot.errors", message="it broke"),
+            ]
+        )
+        db.session.commit()
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(f"{base_url}/login")
+    page.fill("input[name=email]", "ada@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(f"{base_url}/admin/dashboard")
+    page.wait_for_function("document.body.dataset.dashboard === 'drawn'")
+
+    assert page.text_content("[data-figure=opened]") == "3"
+    assert page.locator("#volume-chart canvas").count() == 1
+    assert page.locator("#backlog-chart canvas").count() == 1
+    # The chart has drawn something: its pixels are not all one colour.
+    painted = page.evaluate(
+        """() => {
+          const canvas = document.querySelector('#volume-chart canvas');
+          const data = canvas.getContext('2d')
+            .getImageData(0, 0, canvas.width, canvas.height).data;
+          const colours = new Set();
+          for (let i = 0; i < data.length; i += 400) {
+            colours.add(data[i] + ',' + data[i + 3]);
+          }
+          return colours.size;
+        }"""
+    )
+    assert painted > 2
+    screenshot(page, "dashboard")
+
+    page.goto(f"{base_url}/admin/logs")
+    assert page.locator("#log-table tbody tr", has_text="outbox 1 sent").count() == 1
+    page.select_option("select[name=level]", "ERROR")
+    page.click("#log-filters button[type=submit]")
+    page.wait_for_url("**level=ERROR**")
+    assert page.locator("#log-table tbody tr", has_text="it broke").count() == 1
+    assert page.locator("#log-table tbody tr", has_text="outbox 1 sent").count() == 0
     assert errors == []

@@ -34,6 +34,11 @@ ADMIN_PAGES = [
     ("GET", "/admin/canned"),
     ("POST", "/admin/canned"),
     ("POST", "/admin/canned/1/delete"),
+    ("GET", "/admin/logs"),
+    ("GET", "/admin/logs/1"),
+    ("GET", "/admin/audit"),
+    ("GET", "/admin/dashboard"),
+    ("GET", "/admin/dashboard/data"),
 ]
 
 
@@ -65,7 +70,17 @@ def test_agents_are_refused_admin_pages(agent_client, method, path):
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/admin/staff")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/staff"),
+        ("GET", "/admin/canned"),
+        ("GET", "/admin/logs"),
+        ("GET", "/admin/audit"),
+        ("GET", "/admin/dashboard"),
+        ("GET", "/admin/dashboard/data"),
+    ],
+)
 def test_admins_reach_admin_pages(admin_client, method, path):
     assert admin_client.open(path, method=method).status_code == 200
 
@@ -74,6 +89,14 @@ def test_anonymous_socket_is_refused(app, client, staff_socket):
     socket = staff_socket(client, token="anything")
 
     assert not socket.is_connected("/staff")
+
+
+def test_agents_cannot_follow_the_logs(agent_client, staff_socket):
+    socket = staff_socket(agent_client)
+
+    answer = socket.emit("follow_logs", namespace="/staff", callback=True)
+
+    assert answer == {"ok": False, "error": "The logs are for admins."}
 
 
 def test_socket_without_csrf_token_is_refused(agent_client, staff_socket):

@@ -1,10 +1,10 @@
-"""Admin pages: staff accounts and canned replies."""
+"""Admin pages: staff, canned replies, logs, the audit trail and the dashboard."""
 
 from flask import Flask
 
 
 def init_app(app: Flask) -> None:
     """Register the admin blueprint."""
-    from . import views
+    from . import monitoring, views  # noqa: F401  (monitoring adds its pages to bp)
 
     app.register_blueprint(views.bp)

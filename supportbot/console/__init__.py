@@ -1,6 +1,6 @@
 """The staff console: the queue, ticket pages and canned replies."""
 
-from flask import Flask
+from flask import Flask, redirect, url_for
 
 
 def init_app(app: Flask) -> None:
@@ -9,4 +9,10 @@ def init_app(app: Flask) -> None:
     from .filters import register
 
     app.register_blueprint(views.bp)
+    app.add_url_rule("/", "index", index)
     register(app)
+
+
+def index():
+    """Send visitors of the bare address to the queue."""
+    return redirect(url_for("console.queue"))

@@ -12,7 +12,7 @@ from flask import Flask
 
 from .. import events
 from ..extensions import socketio
-from .staff import NAMESPACE, StaffNamespace, ticket_room
+from .staff import LOGS_ROOM, NAMESPACE, StaffNamespace, ticket_room
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ def init_app(app: Flask) -> None:
     events.message_created.connect(_on_message_created, weak=False)
     events.ticket_event_created.connect(_on_ticket_event_created, weak=False)
     events.delivery_changed.connect(_on_delivery_changed, weak=False)
+
+    writer = app.extensions.get("supportbot.logs")
+    if writer is not None:
+        writer.add_listener(_on_log_records)
 
 
 def _on_ticket_changed(app, ticket_id: int, **details) -> None:
@@ -74,3 +78,18 @@ def _on_delivery_changed(app, ticket_id: int, **details) -> None:
         to=ticket_room(ticket_id),
         namespace=NAMESPACE,
     )
+
+
+def _on_log_records(rows: list[dict]) -> None:
+    summaries = [
+        {
+            "id": row["id"],
+            "created_at": row["created_at"].isoformat(),
+            "level": row["level"],
+            "level_name": logging.getLevelName(row["level"]),
+            "logger": row["logger"],
+            "message": row["message"][:2000],
+        }
+        for row in rows
+    ]
+    socketio.emit("log_records", summaries, to=LOGS_ROOM, namespace=NAMESPACE)

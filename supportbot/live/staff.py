@@ -5,6 +5,7 @@ import logging
 import threading
 import time
 
+from flask import current_app
 from flask_login import current_user
 from flask_socketio import (
     ConnectionRefusedError,
@@ -16,14 +17,17 @@ from flask_socketio import (
 )
 from flask_wtf.csrf import ValidationError, validate_csrf
 
+from .. import events
 from ..extensions import db, socketio
 from ..models import Ticket
+from ..monitoring.metrics import SOCKET_CONNECTIONS
 from ..telegram import bot_api
 from ..telegram.api import TelegramError
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "/staff"
+LOGS_ROOM = "logs"
 # Telegram shows "typing..." for about five seconds after each chat action.
 TYPING_INTERVAL = 4.0
 
@@ -70,14 +74,25 @@ class StaffNamespace(Namespace):
             ) from None
 
         join_room("queue")
+        SOCKET_CONNECTIONS.labels(NAMESPACE).inc()
 
     def on_disconnect(self, reason=None):
         """Tell the rooms this connection was in that its viewer left."""
+        SOCKET_CONNECTIONS.labels(NAMESPACE).dec()
         if not current_user.is_authenticated:
             return
         for room in rooms():
             if room.startswith("ticket:"):
                 self._announce_presence(int(room.split(":", 1)[1]), "left")
+
+    @signed_in
+    def on_follow_logs(self, data=None):
+        """Send an admin new log records as they are stored."""
+        if not current_user.is_admin:
+            return {"ok": False, "error": "The logs are for admins."}
+
+        join_room(LOGS_ROOM)
+        return {"ok": True}
 
     @signed_in
     def on_join_ticket(self, data):
@@ -125,6 +140,9 @@ class StaffNamespace(Namespace):
             include_self=False,
         )
         if not (isinstance(data, dict) and data.get("note")):
+            events.staff_typing.send(
+                current_app._get_current_object(), ticket_id=ticket_id
+            )
             self._show_customer_typing(ticket_id)
         return {"ok": True}
 

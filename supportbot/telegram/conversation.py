@@ -13,8 +13,9 @@ from telebot import types
 from .. import customers, outbox, tickets
 from ..extensions import db
 from ..models import Customer, ProcessedUpdate, Ticket, insert_or_ignore
+from ..monitoring.metrics import WEBHOOK_UPDATES
 from .strings import text
-from .updates import attachment_of, parse_update, profile_of
+from .updates import ALLOWED_UPDATES, attachment_of, parse_update, profile_of
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def process_update(payload) -> bool:
 
     if not insert_or_ignore(ProcessedUpdate, update_id=update_id, kind=kind[:32]):
         db.session.rollback()
+        WEBHOOK_UPDATES.labels(_metric_kind(kind), "duplicate").inc()
         logger.info("update %s is a duplicate; ignored", update_id)
         return False
 
@@ -47,7 +49,14 @@ def process_update(payload) -> bool:
     elif update.callback_query is not None:
         on_callback_query(update.callback_query)
     db.session.commit()
+
+    WEBHOOK_UPDATES.labels(_metric_kind(kind), "new").inc()
     return True
+
+
+def _metric_kind(kind: str) -> str:
+    # Forged updates could invent endless kinds; labels stay few.
+    return kind if kind in ALLOWED_UPDATES else "other"
 
 
 def on_message(message: types.Message) -> None:

@@ -1,0 +1,140 @@
+"""Admin pages about the system: logs, the audit trail and the dashboard."""
+
+from datetime import UTC, datetime
+
+from flask import abort, current_app, jsonify, render_template, request
+from sqlalchemy import select
+
+from .. import reports
+from ..extensions import db
+from ..models import LogRecord, Staff, utcnow
+from ..monitoring.system import system_figures
+from .views import bp
+
+PAGE_SIZE = 50
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+AUDIT_LOGGER = "supportbot.audit"
+
+
+def _log_filters(args) -> tuple[dict, list]:
+    """Read the logs page's filters; return them and the matching conditions."""
+    filters = {
+        "level": args.get("level", "INFO").upper(),
+        "logger": args.get("logger", "").strip()[:128],
+        "since": args.get("since", "").strip(),
+        "until": args.get("until", "").strip(),
+        "ticket": args.get("ticket", "").strip().lstrip("#"),
+        "error": args.get("error", "").strip()[:32],
+        "q": args.get("q", "").strip()[:200],
+    }
+    if filters["level"] not in LEVELS:
+        filters["level"] = "INFO"
+
+    conditions = [LogRecord.level >= LEVELS[filters["level"]]]
+    if filters["logger"]:
+        conditions.append(
+            LogRecord.logger.startswith(filters["logger"], autoescape=True)
+        )
+    if filters["ticket"].isdigit() and len(filters["ticket"]) < 12:
+        conditions.append(LogRecord.ticket_id == int(filters["ticket"]))
+    if filters["error"]:
+        conditions.append(LogRecord.error_id == filters["error"])
+    if filters["q"]:
+        conditions.append(LogRecord.message.icontains(filters["q"], autoescape=True))
+    for name, compare in (("since", "__ge__"), ("until", "__le__")):
+        moment = _moment(filters[name])
+        if filters[name] and moment is None:
+            abort(400, f"'{filters[name]}' is not a date and time (YYYY-MM-DDTHH:MM).")
+        if moment is not None:
+            conditions.append(getattr(LogRecord.created_at, compare)(moment))
+    return filters, conditions
+
+
+def _moment(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _page(conditions: list) -> tuple[list[LogRecord], int | None]:
+    before = request.args.get("before", type=int)
+    statement = select(LogRecord).where(*conditions)
+    if before:
+        statement = statement.where(LogRecord.id < before)
+    records = list(
+        db.session.scalars(statement.order_by(LogRecord.id.desc()).limit(PAGE_SIZE + 1))
+    )
+    older = records[PAGE_SIZE - 1].id if len(records) > PAGE_SIZE else None
+    return records[:PAGE_SIZE], older
+
+
+@bp.get("/logs")
+def logs():
+    """List log records, newest first, filtered and paginated."""
+    filters, conditions = _log_filters(request.args)
+    records, older = _page(conditions)
+    return render_template(
+        "admin/logs.html",
+        records=records,
+        older=older,
+        filters=filters,
+        levels=list(LEVELS),
+    )
+
+
+@bp.get("/logs/<int:record_id>")
+def log_record(record_id: int):
+    """Show one log record with its traceback."""
+    record = db.session.get(LogRecord, record_id)
+    if record is None:
+        abort(404, f"There is no log record #{record_id}.")
+    staff = db.session.get(Staff, record.staff_id) if record.staff_id else None
+    return render_template("admin/log_record.html", record=record, staff=staff)
+
+
+@bp.get("/audit")
+def audit():
+    """List what staff did: sign-ins, ticket actions, changes to staff and settings."""
+    conditions = [LogRecord.logger == AUDIT_LOGGER]
+    who = request.args.get("staff", type=int)
+    text = request.args.get("q", "").strip()[:200]
+    if who:
+        conditions.append(LogRecord.staff_id == who)
+    if text:
+        conditions.append(LogRecord.message.icontains(text, autoescape=True))
+
+    records, older = _page(conditions)
+    people = db.session.scalars(select(Staff).order_by(Staff.name)).all()
+    return render_template(
+        "admin/audit.html",
+        records=records,
+        older=older,
+        people=people,
+        names={person.id: person.name for person in people},
+        who=who,
+        text=text,
+    )
+
+
+@bp.get("/dashboard")
+def dashboard():
+    """Show support and system figures, drawn in the browser."""
+    return render_template("admin/dashboard.html")
+
+
+@bp.get("/dashboard/data")
+def dashboard_data():
+    """Return the dashboard's figures as JSON for ``days`` days up to today."""
+    days = request.args.get("days", 30, type=int)
+    if not 1 <= days <= 366:
+        abort(400, "Choose between 1 and 366 days.")
+
+    span = reports.Range.last_days(days, utcnow().date())
+    return jsonify(
+        support=reports.support_figures(span),
+        system=system_figures(current_app._get_current_object()),
+    )
