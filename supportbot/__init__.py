@@ -12,6 +12,7 @@ from . import (
     events,
     live,
     logs,
+    miniapp,
     monitoring,
     outbox,
     security,
@@ -51,5 +52,6 @@ def create_app(config: dict | None = None) -> Flask:
     console.init_app(app)
     admin.init_app(app)
     live.init_app(app)
+    miniapp.init_app(app)
     monitoring.init_app(app)
     return app

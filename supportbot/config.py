@@ -118,6 +118,17 @@ class Config:
         )
         self.QUEUE_PAGE_SIZE = self._int("QUEUE_PAGE_SIZE", 50)
         self.ATTACHMENT_CACHE = os.path.join(instance_path, "files")
+        self.UPLOAD_FOLDER = os.path.join(instance_path, "uploads")
+        self.MINIAPP_INITDATA_MAX_AGE = self._int("MINIAPP_INITDATA_MAX_AGE", 86400)
+        if self.MINIAPP_INITDATA_MAX_AGE < 0:
+            raise ConfigError(
+                "MINIAPP_INITDATA_MAX_AGE must be 0 (no limit) or a number of seconds."
+            )
+        self.MINIAPP_UPLOAD_MAX_BYTES = self._int(
+            "MINIAPP_UPLOAD_MAX_BYTES", 50 * 1024 * 1024
+        )
+        if self.MINIAPP_UPLOAD_MAX_BYTES < 1:
+            raise ConfigError("MINIAPP_UPLOAD_MAX_BYTES must be a positive size.")
         self.MAX_CONTENT_LENGTH = self._int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
         self.SESSION_COOKIE_SECURE = production
         self.SESSION_COOKIE_SAMESITE = "Lax"

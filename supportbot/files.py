@@ -1,4 +1,7 @@
-"""Customers' files: fetched from Telegram on first view, then served from disk."""
+"""Customers' files: fetched from Telegram on first view, then served from disk.
+
+Files uploaded from the Mini App are on disk from the start (:mod:`.uploads`).
+"""
 
 import logging
 import os
@@ -7,6 +10,7 @@ import tempfile
 
 from flask import abort, current_app, send_file
 
+from . import uploads
 from .models import Message
 from .telegram import bot_api
 from .telegram.api import TelegramError
@@ -36,22 +40,30 @@ def media_type(attachment: dict) -> str:
     )
 
 
+def has_file(attachment: dict | None) -> bool:
+    """Tell whether the attachment is a file, from Telegram or uploaded."""
+    return bool(attachment and (attachment.get("file_id") or attachment.get("upload")))
+
+
 def is_inline_image(attachment: dict | None) -> bool:
     """Tell whether the console may show the attachment as an image."""
-    return bool(attachment and attachment.get("file_id")) and (
-        media_type(attachment) in INLINE_TYPES
-    )
+    return has_file(attachment) and media_type(attachment) in INLINE_TYPES
 
 
 def send_attachment(message: Message):
     """Respond with the message's file, downloading it from Telegram if needed."""
     attachment = message.attachment or {}
-    if not attachment.get("file_id"):
+    if not has_file(attachment):
         abort(404, "This message has no file.")
 
-    path = _cached_path(attachment)
-    if not os.path.exists(path):
-        _download(attachment, path)
+    if attachment.get("upload"):
+        path = uploads.path_of(attachment)
+        if path is None or not os.path.exists(path):
+            abort(404, "This file is no longer kept.")
+    else:
+        path = _cached_path(attachment)
+        if not os.path.exists(path):
+            _download(attachment, path)
 
     kind = media_type(attachment)
     inline = kind in INLINE_TYPES

@@ -174,6 +174,8 @@ class Ticket(db.Model):
     last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_message_preview: Mapped[str] = mapped_column(String(200), default="")
     rating: Mapped[int | None] = mapped_column()
+    # The latest staff reply the customer has seen in the Mini App.
+    customer_seen_message_id: Mapped[int | None] = mapped_column()
 
     customer: Mapped[Customer] = relationship(back_populates="tickets")
     assignee: Mapped[Staff | None] = relationship()
@@ -369,3 +371,12 @@ def insert_or_ignore(model: type[db.Model], **values) -> bool:
 
     statement = insert(model).values(**values).on_conflict_do_nothing()
     return db.session.execute(statement).rowcount == 1
+
+
+class Category(db.Model):
+    """A kind of request customers choose from in the Mini App's form."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    position: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

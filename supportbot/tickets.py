@@ -7,11 +7,13 @@ in one transaction.
 """
 
 import logging
+from collections.abc import Sequence
 
+from flask import current_app
 from sqlalchemy import select
 
 from . import events, outbox
-from .errors import Conflict, SupportbotError
+from .errors import Conflict, NotFound, SupportbotError
 from .extensions import db
 from .models import (
     Customer,
@@ -339,6 +341,77 @@ def mark_read(ticket: Ticket, staff: Staff) -> None:
     ):
         read = db.session.get(TicketRead, (staff.id, ticket.id))
         read.last_read_message_id = max(read.last_read_message_id, latest)
+
+
+def open_request(
+    customer: Customer,
+    subject: str,
+    description: str,
+    category: str | None = None,
+    attachments: Sequence[dict] = (),
+) -> Ticket:
+    """Open a ticket from the Mini App's form and confirm it in the customer's chat.
+
+    The description is the ticket's first message; each file follows as one more.
+    """
+    description = _checked_text(description)
+    ticket = open_ticket(customer, subject, category)
+    add_customer_message(customer, description, ticket=ticket)
+    for attachment in attachments:
+        add_customer_message(customer, "", attachment=attachment, ticket=ticket)
+
+    language = customer.language_code
+    payload = {
+        "text": bot_text(
+            "ticket_opened_in_app",
+            language,
+            number=ticket.id,
+            subject=ticket.subject,
+        )
+    }
+    # The customer's chat with the bot is private, where web_app buttons work.
+    public_url = current_app.config["PUBLIC_URL"]
+    if public_url.startswith("https://"):
+        button = {
+            "text": bot_text("button_open_request", language),
+            "web_app": {"url": f"{public_url}/app/tickets/{ticket.id}"},
+        }
+        payload["reply_markup"] = {"inline_keyboard": [[button]]}
+    outbox.enqueue(customer.id, "sendMessage", payload)
+    return ticket
+
+
+def mark_seen(ticket: Ticket, customer: Customer, up_to: int) -> list[int]:
+    """Note that the customer has seen the staff replies up to message ``up_to``.
+
+    Returns the replies newly seen; each is announced as a delivery change.
+    """
+    if ticket.customer_id != customer.id:
+        raise NotFound(f"There is no request #{ticket.id}.")
+
+    seen = ticket.customer_seen_message_id or 0
+    newly_seen = list(
+        db.session.scalars(
+            select(Message.id)
+            .where(Message.ticket_id == ticket.id)
+            .where(Message.kind == MessageKind.REPLY)
+            .where(Message.id > seen, Message.id <= up_to)
+            .order_by(Message.id)
+        )
+    )
+    if not newly_seen:
+        return []
+
+    ticket.customer_seen_message_id = newly_seen[-1]
+    for message_id in newly_seen:
+        events.announce(
+            events.delivery_changed,
+            ticket_id=ticket.id,
+            message_id=message_id,
+            status="seen",
+            error=None,
+        )
+    return newly_seen
 
 
 def subject_from(text: str) -> str:

@@ -61,6 +61,7 @@ def make_app(database_uri, telegram, tmp_path):
             "OUTBOX_WORKER": "off",
             "RATELIMIT_STORAGE_URI": "memory://",
             "ATTACHMENT_CACHE": str(tmp_path / "files"),
+            "UPLOAD_FOLDER": str(tmp_path / "uploads"),
             "LOG_TO_DATABASE": False,
         }
         config.update(overrides)

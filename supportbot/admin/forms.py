@@ -15,6 +15,10 @@ class NewStaffForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES, default=StaffRole.AGENT.value)
 
 
+class CategoryForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=64)])
+
+
 class CannedReplyForm(FlaskForm):
     title = StringField("Title", validators=[DataRequired(), Length(max=80)])
     body = TextAreaField("Text", validators=[DataRequired(), Length(max=4000)])

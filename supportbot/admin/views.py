@@ -1,16 +1,16 @@
-"""Admin pages: add staff, change roles, deactivate, and edit canned replies."""
+"""Admin pages: staff accounts, canned replies and the Mini App's categories."""
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from .. import canned
+from .. import canned, categories
 from .. import staff as staff_service
 from ..auth import admin_required
 from ..errors import SupportbotError
 from ..extensions import db
 from ..models import Staff, StaffRole
-from .forms import CannedReplyForm, NewStaffForm
+from .forms import CannedReplyForm, CategoryForm, NewStaffForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -93,3 +93,40 @@ def delete_canned_reply(reply_id: int):
 
     flash(f"“{reply.title}” is deleted.", "info")
     return redirect(url_for("admin.canned_replies"))
+
+
+@bp.route("/categories", methods=["GET", "POST"])
+def request_categories():
+    """List the categories customers choose from in the Mini App, and add more."""
+    form = CategoryForm()
+    if form.validate_on_submit():
+        try:
+            categories.add(form.name.data, by=current_user)
+        except SupportbotError as error:
+            form.name.errors.append(error.message)
+        else:
+            db.session.commit()
+            flash("The category is added.", "info")
+            return redirect(url_for("admin.request_categories"))
+
+    return render_template(
+        "admin/categories.html", form=form, categories=categories.all_categories()
+    )
+
+
+@bp.post("/categories/<int:category_id>/move")
+def move_category(category_id: int):
+    """Move a category up or down the form's list."""
+    categories.move(category_id, request.form.get("direction") == "up", current_user)
+    db.session.commit()
+    return redirect(url_for("admin.request_categories"))
+
+
+@bp.post("/categories/<int:category_id>/delete")
+def delete_category(category_id: int):
+    """Take a category off the form; tickets keep the name they were given."""
+    category = categories.delete(category_id, by=current_user)
+    db.session.commit()
+
+    flash(f"“{category.name}” is deleted.", "info")
+    return redirect(url_for("admin.request_categories"))

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from ..extensions import db
 from ..outbox import Worker
 from .api import BotAPI, TelegramError
-from .conversation import process_update
+from .conversation import mini_app_menu_button, process_update
 from .strings import text
 from .updates import ALLOWED_UPDATES, MalformedUpdate
 
@@ -157,3 +157,8 @@ def _set_commands() -> None:
         {"command": name, "description": text(f"command_{name}")} for name in COMMANDS
     ]
     _call("setMyCommands", {"commands": commands})
+
+    # Without a chat_id this is every private chat's default menu button.
+    button = mini_app_menu_button()
+    if button is not None:
+        _call("setChatMenuButton", {"menu_button": button})

@@ -184,6 +184,10 @@ def on_start(customer: Customer, argument: str) -> None:
         greeting += "\n\n" + text("greeting_app", language)
     _send(customer.id, greeting, reply_markup=markup)
 
+    button = mini_app_menu_button(language)
+    if button is not None:
+        outbox.enqueue(customer.id, "setChatMenuButton", {"menu_button": button})
+
 
 def on_help(customer: Customer, argument: str) -> None:
     """List the commands."""
@@ -266,6 +270,22 @@ def _command_of(message: types.Message) -> tuple[str, str]:
     head, _, argument = body.partition(" ")
     command = head[1:].split("@", 1)[0].lower()
     return command, argument.strip()
+
+
+def mini_app_menu_button(language: str | None = None) -> dict | None:
+    """Describe the chat menu button that opens the Mini App, if it can be offered.
+
+    Telegram shows the menu button in private chats only, so it is never sent
+    where a ``web_app`` button would be refused.
+    """
+    public_url = current_app.config["PUBLIC_URL"]
+    if not public_url.startswith("https://"):
+        return None
+    return {
+        "type": "web_app",
+        "text": text("button_my_requests", language),
+        "web_app": {"url": f"{public_url}/app"},
+    }
 
 
 def _mini_app_keyboard(language: str | None) -> dict | None:

@@ -10,6 +10,11 @@ STRINGS = {
         "greeting_app": "You can also open your requests in the app below.",
         "button_new_request": "New request",
         "button_my_requests": "My requests",
+        "button_open_request": "Open request",
+        "ticket_opened_in_app": (
+            "Thank you! Your request #{number} is open: {subject}\n\n"
+            "We will answer here and in the app."
+        ),
         "help": (
             "Just write to us: every message goes to your current request, or "
             "opens a new one.\n\n"
