@@ -345,10 +345,10 @@ class LogRecord(db.Model):
     traceback: Mapped[str | None] = mapped_column(Text)
     error_id: Mapped[str | None] = mapped_column(String(32), index=True)
     ticket_id: Mapped[int | None] = mapped_column(index=True)
-    request_path: Mapped[str | None] = mapped_column(String(512))
-
     # Who did it, for the audit trail.
     staff_id: Mapped[int | None] = mapped_column()
+    request_path: Mapped[str | None] = mapped_column(String(512))
+
     __table_args__ = (
         Index("ix_log_record_level_created_at", "level", "created_at"),
         Index("ix_log_record_logger_created_at", "logger", "created_at"),

@@ -173,12 +173,7 @@ def add_note(ticket: Ticket, staff: Staff, text: str) -> Message:
     db.session.add(message)
     db.session.flush()
 
-    events.announce(
-        events.message_created,
-        ticket_id=ticket.id,
-        message_id=message.id,
-        kind=message.kind.value,
-    )
+    _announce_message(message)
     audit.info(
         "staff %s added a note to ticket %s",
         staff.id,
@@ -220,12 +215,7 @@ def edit_customer_message(
     message.edited_at = utcnow()
     db.session.flush()
 
-    events.announce(
-        events.message_created,
-        ticket_id=message.ticket_id,
-        message_id=message.id,
-        kind=message.kind.value,
-    )
+    _announce_message(message)
     logger.info(
         "message %s on ticket %s edited",
         message.id,
@@ -453,13 +443,17 @@ def _record_message(ticket: Ticket, message: Message) -> None:
     ticket.updated_at = now
     db.session.flush()
 
+    _announce_message(message)
+    events.announce(events.ticket_changed, ticket_id=ticket.id)
+
+
+def _announce_message(message: Message) -> None:
     events.announce(
         events.message_created,
-        ticket_id=ticket.id,
+        ticket_id=message.ticket_id,
         message_id=message.id,
         kind=message.kind.value,
     )
-    events.announce(events.ticket_changed, ticket_id=ticket.id)
 
 
 def _record_event(ticket: Ticket, by: Staff | None, kind: str, **detail) -> None:
