@@ -204,7 +204,8 @@
 
     const send = async () => {
       errorBox.textContent = "";
-      if (!text.value.trim()) return;
+      const file = document.getElementById("reply-file");
+      if (!text.value.trim() && !file.files.length) return;
       const response = await post(composer.action, new FormData(composer));
       const result = await response.json().catch(() => ({}));
       if (!response.ok) {
@@ -212,6 +213,7 @@
         return;
       }
       text.value = "";
+      file.value = "";
       await showMessage(result.message_id);
       scrollToEnd();
     };

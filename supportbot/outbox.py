@@ -16,7 +16,7 @@ from flask.cli import AppGroup
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
-from . import events
+from . import events, uploads
 from .extensions import db
 from .models import Customer, OutboxMessage, OutboxStatus, utcnow
 from .telegram.api import BotAPI, TelegramAPIError, TelegramError
@@ -99,7 +99,10 @@ def _claim(row_id: int) -> OutboxMessage | None:
 
 def _send(api: BotAPI, row: OutboxMessage) -> None:
     try:
-        result = api.call(row.method, row.payload)
+        with uploads.opened(row.payload) as (params, files):
+            result = api.call(row.method, params, files=files)
+    except uploads.Missing as error:
+        _record_failure(row, TelegramError(row.method, str(error), retryable=False))
     except TelegramError as error:
         _record_failure(row, error)
     else:

@@ -37,6 +37,7 @@ audit = logging.getLogger("supportbot.audit")
 SUBJECT_LENGTH = 200
 PREVIEW_LENGTH = 200
 MAX_TEXT_LENGTH = 20000
+CAPTION_LENGTH = 1024
 RATINGS = range(1, 6)
 
 
@@ -137,16 +138,31 @@ def add_customer_message(
     return message, opened
 
 
-def reply(ticket: Ticket, staff: Staff, text: str) -> Message:
+def reply(
+    ticket: Ticket, staff: Staff, text: str, attachment: dict | None = None
+) -> Message:
     """Answer the customer: store the reply and queue it for Telegram.
 
-    The ticket becomes pending, waiting on the customer, until they answer.
+    ``attachment`` is a file stored by :mod:`supportbot.uploads`; the text
+    becomes its caption. The ticket becomes pending, waiting on the customer,
+    until they answer.
     """
-    text = _checked_text(text)
+    if attachment is None:
+        text = _checked_text(text)
+    elif len(text := (text or "").strip()) > CAPTION_LENGTH:
+        raise SupportbotError(
+            f"A message with a file can have at most {CAPTION_LENGTH} characters."
+        )
     if ticket.is_closed:
         raise Conflict(f"Ticket #{ticket.id} is closed; reopen it to reply.")
 
-    message = Message(ticket=ticket, kind=MessageKind.REPLY, staff=staff, text=text)
+    message = Message(
+        ticket=ticket,
+        kind=MessageKind.REPLY,
+        staff=staff,
+        text=text,
+        attachment=attachment,
+    )
     db.session.add(message)
 
     now = utcnow()
@@ -155,7 +171,8 @@ def reply(ticket: Ticket, staff: Staff, text: str) -> Message:
     ticket.waiting_since = None
     ticket.status = TicketStatus.PENDING
     _record_message(ticket, message)
-    outbox.enqueue(ticket.customer_id, "sendMessage", {"text": text}, message=message)
+    method, payload = _outgoing(text, attachment)
+    outbox.enqueue(ticket.customer_id, method, payload, message=message)
 
     audit.info(
         "staff %s replied on ticket %s",
@@ -164,6 +181,20 @@ def reply(ticket: Ticket, staff: Staff, text: str) -> Message:
         extra={"staff_id": staff.id, "ticket_id": ticket.id},
     )
     return message
+
+
+def _outgoing(text: str, attachment: dict | None) -> tuple[str, dict]:
+    # The Bot API call that carries a reply: a file is uploaded from disk.
+    if attachment is None:
+        return "sendMessage", {"text": text}
+
+    field = "photo" if attachment["type"] == "photo" else "document"
+    payload = {
+        field: {"upload": attachment["upload"], "file_name": attachment["file_name"]}
+    }
+    if text:
+        payload["caption"] = text
+    return f"send{field.capitalize()}", payload
 
 
 def add_note(ticket: Ticket, staff: Staff, text: str) -> Message:

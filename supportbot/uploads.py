@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import tempfile
+from contextlib import ExitStack, contextmanager
 
 from flask import current_app
 from werkzeug.datastructures import FileStorage
@@ -89,6 +90,40 @@ def path_of(attachment: dict) -> str | None:
     if not isinstance(key, str) or not KEY.match(key):
         return None
     return os.path.join(current_app.config["UPLOAD_FOLDER"], key)
+
+
+class Missing(Exception):
+    """A file that a queued message refers to is no longer on disk."""
+
+
+@contextmanager
+def opened(payload: dict):
+    """Open the files a queued Bot API call refers to, for a multipart upload.
+
+    Yields the call's other parameters and the files, by field name; a payload
+    without files yields itself and None.
+    """
+    params, uploads = {}, {}
+    for name, value in payload.items():
+        if isinstance(value, dict) and "upload" in value:
+            uploads[name] = value
+        else:
+            params[name] = value
+    if not uploads:
+        yield payload, None
+        return
+
+    with ExitStack() as stack:
+        files = {}
+        for name, value in uploads.items():
+            path = path_of(value)
+            if path is None or not os.path.exists(path):
+                raise Missing(f"The file {value.get('file_name')!r} is no longer kept.")
+            files[name] = (
+                value.get("file_name") or name,
+                stack.enter_context(open(path, "rb")),
+            )
+        yield params, files
 
 
 def _clean_name(filename: str | None) -> str:

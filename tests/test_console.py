@@ -1,5 +1,8 @@
 """The staff console: queue, ticket page and the actions taken there."""
 
+import io
+import os
+
 import pytest
 from sqlalchemy import event, select
 
@@ -441,3 +444,109 @@ def test_file_that_telegram_refuses_is_a_clear_502(
 
     assert response.status_code == 502
     assert "file is too big" in response.get_data(as_text=True)
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def test_reply_with_a_photo_is_uploaded_to_telegram(
+    app, agent_client, customer_ticket, telegram, deliver
+):
+    user, ticket_id = customer_ticket
+    token = csrf_token_of(agent_client)
+
+    response = agent_client.post(
+        f"/console/tickets/{ticket_id}/messages",
+        data={
+            "text": "Here is the label",
+            "csrf_token": token,
+            "file": (io.BytesIO(PNG), "label.png"),
+        },
+        headers={"Accept": "application/json"},
+        content_type="multipart/form-data",
+    )
+    deliver()
+
+    assert response.status_code == 200
+    [call] = telegram.wait_for("sendPhoto")
+    assert call.chat_id == user.id
+    assert call.params["caption"] == "Here is the label"
+    assert call.params["photo"]["filename"] == "label.png"
+    assert call.params["photo"]["size"] == len(PNG)
+    served = agent_client.get(f"/console/files/{response.json['message_id']}")
+    assert served.data == PNG
+    assert served.mimetype == "image/png"
+
+
+def test_reply_with_a_document_and_no_text(
+    app, agent_client, customer_ticket, telegram, deliver
+):
+    _, ticket_id = customer_ticket
+    token = csrf_token_of(agent_client)
+
+    response = agent_client.post(
+        f"/console/tickets/{ticket_id}/messages",
+        data={
+            "csrf_token": token,
+            "file": (io.BytesIO(b"%PDF-1.4 ..."), "invoice.pdf"),
+        },
+        headers={"Accept": "application/json"},
+        content_type="multipart/form-data",
+    )
+    deliver()
+
+    assert response.status_code == 200
+    [call] = telegram.wait_for("sendDocument")
+    assert call.params["document"]["filename"] == "invoice.pdf"
+    assert "caption" not in call.params
+
+
+def test_file_on_a_note_or_with_a_long_caption_is_refused(
+    agent_client, customer_ticket, telegram
+):
+    _, ticket_id = customer_ticket
+    token = csrf_token_of(agent_client)
+
+    def send(**data):
+        return agent_client.post(
+            f"/console/tickets/{ticket_id}/messages",
+            data={"csrf_token": token, "file": (io.BytesIO(b"x"), "a.txt"), **data},
+            headers={"Accept": "application/json"},
+            content_type="multipart/form-data",
+        )
+
+    note = send(text="internal", note="1")
+    long_caption = send(text="x" * 1025)
+
+    assert note.status_code == 400
+    assert "notes hold text only" in note.json["error"]
+    assert long_caption.status_code == 400
+    assert "1024" in long_caption.json["error"]
+
+
+def test_a_file_gone_from_disk_fails_the_delivery_with_a_reason(
+    app, agent_client, customer_ticket, telegram, deliver
+):
+    _, ticket_id = customer_ticket
+    token = csrf_token_of(agent_client)
+    response = agent_client.post(
+        f"/console/tickets/{ticket_id}/messages",
+        data={"csrf_token": token, "file": (io.BytesIO(b"data"), "gone.txt")},
+        headers={"Accept": "application/json"},
+        content_type="multipart/form-data",
+    )
+    with app.app_context():
+        message = db.session.get(Message, response.json["message_id"])
+        os.remove(
+            os.path.join(app.config["UPLOAD_FOLDER"], message.attachment["upload"])
+        )
+
+    deliver()
+
+    with app.app_context():
+        row = db.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.message_id == message.id)
+        ).one()
+        assert row.status.value == "failed"
+        assert "no longer kept" in row.error
+    assert telegram.calls_to("sendDocument") == []

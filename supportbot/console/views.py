@@ -12,7 +12,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from .. import canned, files, tickets
+from .. import canned, files, tickets, uploads
 from .. import staff as staff_service
 from ..errors import NotFound, SupportbotError, wants_json
 from ..extensions import db
@@ -156,11 +156,15 @@ def post_message(ticket_id: int):
     """Send a reply to the customer, or add an internal note."""
     found = _ticket(ticket_id)
     text = request.form.get("text", "")
+    upload = request.files.get("file")
 
     if request.form.get("note"):
+        if upload and upload.filename:
+            raise SupportbotError("Files go to the customer; notes hold text only.")
         created = tickets.add_note(found, current_user, text)
     else:
-        created = tickets.reply(found, current_user, text)
+        attachment = uploads.store(upload) if upload and upload.filename else None
+        created = tickets.reply(found, current_user, text, attachment)
     tickets.mark_read(found, current_user)
     db.session.commit()
 

@@ -1,5 +1,6 @@
 """A small Bot API client whose errors never carry the bot token."""
 
+import json
 import logging
 
 import requests
@@ -42,13 +43,19 @@ class BotAPI:
         self.timeout = timeout
         self._http = requests.Session()
 
-    def call(self, method: str, params: dict | None = None, timeout=None):
-        """Call ``method`` with JSON ``params`` and return its ``result``."""
+    def call(self, method: str, params: dict | None = None, timeout=None, files=None):
+        """Call ``method`` with ``params`` and return its ``result``.
+
+        With ``files`` (field name to ``(file name, file object)``) the call is
+        a multipart upload, as Telegram takes new files.
+        """
         url = f"{self.base_url}/bot{self._token}/{method}"
+        if files:
+            request = {"data": _form_fields(params or {}), "files": files}
+        else:
+            request = {"json": params or {}}
         try:
-            response = self._http.post(
-                url, json=params or {}, timeout=timeout or self.timeout
-            )
+            response = self._http.post(url, timeout=timeout or self.timeout, **request)
         except requests.Timeout:
             raise TelegramNetworkError(method, "timed out") from None
         except requests.RequestException as error:
@@ -88,3 +95,12 @@ class BotAPI:
         if response.status_code != 200:
             raise TelegramAPIError("download", response.status_code, response.reason)
         return response.content
+
+
+def _form_fields(params: dict) -> dict:
+    # In a multipart call, objects such as reply_markup travel as JSON text.
+    return {
+        name: value if isinstance(value, str) else json.dumps(value)
+        for name, value in params.items()
+        if value is not None
+    }
