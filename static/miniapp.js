@@ -143,11 +143,10 @@
       call(webApp.BackButton, "hide");
       return;
     }
+    // Back goes up to the list: a Mini App opened on this page by a button
+    // in the chat has no page of its own to go back to.
     call(webApp.BackButton, "show");
-    call(webApp.BackButton, "onClick", () => {
-      if (window.history.length > 1) window.history.back();
-      else window.location.href = "/app";
-    });
+    call(webApp.BackButton, "onClick", () => window.location.assign("/app"));
   }
 
   // My requests.
@@ -359,7 +358,7 @@
       const file = document.createElement(attachment.url ? "a" : "span");
       file.className = "file";
       const size = formatSize(attachment.size);
-      file.textContent = size ? `📄 ${attachment.name} (${size})` : `📄 ${attachment.name}`;
+      file.textContent = size ? `${attachment.name} (${size})` : attachment.name;
       if (attachment.url) {
         file.href = attachment.url;
         file.download = attachment.name;

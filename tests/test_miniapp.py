@@ -517,3 +517,33 @@ def test_a_duplicate_category_is_refused_on_the_page(admin_client):
     assert "There is already a category called “BILLING”" in response.get_data(
         as_text=True
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/app/api/tickets/99999999999999999999999", {}),
+        ("GET", "/app/api/tickets/{id}/messages?after=99999999999999999999999", {}),
+        ("GET", "/app/api/tickets/{id}/messages?after=-5", {}),
+        ("GET", "/app/api/tickets/{id}/messages?after=abc", {}),
+        ("POST", "/app/api/tickets/{id}/seen", {"json": {"message_id": 10**30}}),
+        ("POST", "/app/api/tickets/{id}/seen", {"data": "{not json"}),
+        ("POST", "/app/api/tickets/{id}/seen", {"json": {"message_id": True}}),
+        ("POST", "/app/api/tickets/{id}/messages", {"json": {"text": ["x"]}}),
+        ("POST", "/app/api/tickets/{id}/messages", {"data": b"\xff\xfe\x00"}),
+        ("POST", "/app/api/tickets", {"data": "x", "content_type": "text/plain"}),
+        ("POST", "/app/api/tickets", {"json": {"subject": 5, "description": None}}),
+        ("GET", "/app/files/" + "a" * 500, {}),
+        ("GET", "/app/tickets/99999999999999999999999", {}),
+    ],
+)
+def test_bad_input_never_causes_a_server_error(
+    app, client, telegram, tma, send_update, method, path, kwargs
+):
+    user = telegram.user()
+    send_update(user.text("Hello"))
+    path = path.format(id=only_ticket(app).id)
+
+    response = client.open(path, method=method, headers=tma(user), **kwargs)
+
+    assert response.status_code < 500

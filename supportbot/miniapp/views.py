@@ -183,7 +183,7 @@ def mark_seen(ticket_id: int):
     if type(up_to) is not int:
         raise SupportbotError("Say which message was seen: a message_id.")
 
-    seen = tickets.mark_seen(ticket, customer, up_to)
+    seen = tickets.mark_seen(ticket, customer, min(up_to, queries.MAX_ID))
     db.session.commit()
     return jsonify(ok=True, seen=seen)
 
