@@ -1,11 +1,17 @@
 """Live console events over Socket.IO, with clients that share the session."""
 
+import threading
+
+import requests
+import socketio as socketio_package
+from flask_socketio import SocketIO
 from sqlalchemy import select
+from werkzeug.serving import make_server
 
 from supportbot.extensions import db
 from supportbot.models import Ticket
 
-from helpers import csrf_token_of, log_in
+from helpers import PASSWORD, csrf_token_of, log_in
 
 
 def events_named(socket, name):
@@ -193,3 +199,44 @@ def test_delivery_state_reaches_the_ticket_room(
     [state] = events_named(socket, "delivery_changed")
     assert state["message_id"] == reply["message_id"]
     assert state["status"] == "sent"
+
+
+def test_events_from_another_process_arrive_through_redis(make_app, app, make_staff):
+    redis_url = "redis://127.0.0.1:6379/15"
+    server = make_server("127.0.0.1", 0, None, threaded=True)
+    base_url = f"http://127.0.0.1:{server.server_port}"
+    server.app = make_app(REDIS_URL=redis_url, PUBLIC_URL=base_url)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    make_staff("Alice")
+    browser = requests.Session()
+    token = _meta_token(browser.get(f"{base_url}/login").text)
+    browser.post(
+        f"{base_url}/login",
+        data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": token},
+    )
+    token = _meta_token(browser.get(f"{base_url}/console/").text)
+    arrived = threading.Event()
+    client = socketio_package.Client(http_session=browser)
+    client.on("ticket_changed", lambda data: arrived.set(), namespace="/staff")
+    client.connect(
+        base_url,
+        namespaces=["/staff"],
+        transports=["polling"],
+        auth={"csrf_token": token},
+        headers={"Origin": base_url},
+        wait_timeout=5,
+    )
+
+    try:
+        # What a worker process does: emit through the queue, with no server.
+        SocketIO(message_queue=redis_url).emit(
+            "ticket_changed", {"ticket_id": 77}, to="queue", namespace="/staff"
+        )
+        assert arrived.wait(5)
+    finally:
+        client.disconnect()
+        server.shutdown()
+
+
+def _meta_token(page: str) -> str:
+    return page.split('<meta name="csrf-token" content="')[1].split('"')[0]
