@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from supportbot import categories
+from supportbot.config import Config, ConfigError
 from supportbot.extensions import db
 from supportbot.miniapp.initdata import sign_user
 from supportbot.models import Message, OutboxMessage, Staff, Ticket
@@ -547,3 +548,25 @@ def test_bad_input_never_causes_a_server_error(
     response = client.open(path, method=method, headers=tma(user), **kwargs)
 
     assert response.status_code < 500
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MINIAPP_INITDATA_MAX_AGE", "-1", "MINIAPP_INITDATA_MAX_AGE must be 0"),
+        ("MINIAPP_INITDATA_MAX_AGE", "a day", "must be a whole number"),
+        ("MINIAPP_UPLOAD_MAX_BYTES", "0", "must be a positive size"),
+    ],
+)
+def test_mini_app_settings_are_checked_at_start(tmp_path, variable, value, message):
+    environ = {"SECRET_KEY": "x", variable: value}
+
+    with pytest.raises(ConfigError, match=message):
+        Config(str(tmp_path), environ)
+
+
+def test_mini_app_settings_have_defaults(tmp_path):
+    config = Config(str(tmp_path), {"SECRET_KEY": "x"})
+
+    assert config.MINIAPP_INITDATA_MAX_AGE == 86400
+    assert config.MINIAPP_UPLOAD_MAX_BYTES == 50 * 1024 * 1024

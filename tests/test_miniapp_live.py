@@ -124,3 +124,28 @@ def test_messages_from_telegram_reach_the_open_mini_app(
 
     names = [name for name, _ in received(socket)]
     assert "message_created" in names
+
+
+def test_the_socket_offers_no_way_to_act_on_a_ticket(
+    app, customer_socket, telegram, send_update
+):
+    alice, bob = telegram.user(first_name="Alice"), telegram.user(first_name="Bob")
+    send_update(bob.text("Bob's matter"))
+    bobs = ticket_of(app, bob)
+    alice_socket, bob_socket = customer_socket(alice), customer_socket(bob)
+
+    for event in ("send_message", "join_ticket", "seen", "typing"):
+        answer = alice_socket.emit(
+            event,
+            {"ticket_id": bobs, "text": "from Alice", "message_id": 1},
+            namespace=NAMESPACE,
+            callback=True,
+        )
+        assert not answer
+
+    with app.app_context():
+        assert db.session.get(Ticket, bobs).customer_seen_message_id is None
+        assert [m.text for m in db.session.get(Ticket, bobs).messages] == [
+            "Bob's matter"
+        ]
+    assert received(bob_socket) == []
