@@ -74,51 +74,32 @@ def unread():
 @bp.get("/tickets/<int:ticket_id>")
 def ticket(ticket_id: int):
     """Show a ticket: its history, its state and the reply box."""
-    found = queries.ticket_for_view(ticket_id)
-    if found is None:
-        abort(404, f"There is no ticket #{ticket_id}.")
+    found = _ticket_with_history(ticket_id)
 
     tickets.mark_read(found, current_user)
     db.session.commit()
 
-    replies = [m.id for m in found.messages if m.kind is MessageKind.REPLY]
     return render_template(
         "console/ticket.html",
         ticket=found,
-        timeline=queries.timeline(found),
-        deliveries=queries.deliveries(replies),
-        staff=staff_service.active_staff(),
+        **_timeline_of(found),
+        **_state_choices(),
         canned=canned.all_replies(),
-        statuses=list(TicketStatus),
-        priorities=list(TicketPriority),
     )
 
 
 @bp.get("/tickets/<int:ticket_id>/timeline")
 def ticket_timeline(ticket_id: int):
     """Render a ticket's whole timeline, for catching up after (re)connecting."""
-    found = queries.ticket_for_view(ticket_id)
-    if found is None:
-        abort(404, f"There is no ticket #{ticket_id}.")
-
-    replies = [m.id for m in found.messages if m.kind is MessageKind.REPLY]
-    return render_template(
-        "console/_timeline.html",
-        timeline=queries.timeline(found),
-        deliveries=queries.deliveries(replies),
-    )
+    found = _ticket_with_history(ticket_id)
+    return render_template("console/_timeline.html", **_timeline_of(found))
 
 
 @bp.get("/tickets/<int:ticket_id>/summary")
 def ticket_summary(ticket_id: int):
     """Render the ticket's state panel, for live refreshes."""
-    found = _ticket(ticket_id)
     return render_template(
-        "console/_ticket_summary.html",
-        ticket=found,
-        staff=staff_service.active_staff(),
-        statuses=list(TicketStatus),
-        priorities=list(TicketPriority),
+        "console/_ticket_summary.html", ticket=_ticket(ticket_id), **_state_choices()
     )
 
 
@@ -225,6 +206,30 @@ def attachment(message_id: int):
     if found is None or not found.attachment:
         abort(404, "This message has no file.")
     return files.send_attachment(found)
+
+
+def _ticket_with_history(ticket_id: int) -> Ticket:
+    found = queries.ticket_for_view(ticket_id)
+    if found is None:
+        raise NotFound(f"There is no ticket #{ticket_id}.")
+    return found
+
+
+def _timeline_of(ticket: Ticket) -> dict:
+    replies = [m.id for m in ticket.messages if m.kind is MessageKind.REPLY]
+    return {
+        "timeline": queries.timeline(ticket),
+        "deliveries": queries.deliveries(replies),
+    }
+
+
+def _state_choices() -> dict:
+    # What the ticket panel's forms offer.
+    return {
+        "staff": staff_service.active_staff(),
+        "statuses": list(TicketStatus),
+        "priorities": list(TicketPriority),
+    }
 
 
 def _ticket(ticket_id: int) -> Ticket:
