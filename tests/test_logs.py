@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from supportbot import logs
-from supportbot.extensions import db
+from supportbot.extensions import db, socketio
 from supportbot.models import LogRecord, StaffRole, utcnow
 
-from helpers import PASSWORD, log_in
+from helpers import PASSWORD, csrf_token_of, log_in
 
 
 @pytest.fixture
@@ -280,3 +280,36 @@ def test_audit_page_shows_who_did_what(logged_app, make_staff, telegram):
     assert "staff 1 signed in" in page
     row = page.split("staff 1 signed in")[0].rsplit("<tr", 1)[1]
     assert "Ada" in row
+
+
+def test_admins_follow_new_records_live(logged_app, make_staff):
+    make_staff("Ada", role=StaffRole.ADMIN)
+    client = logged_app.test_client()
+    log_in(client, "ada@example.com", PASSWORD)
+    socket = staff_socket_for(logged_app, client)
+    assert socket.emit("follow_logs", namespace="/staff", callback=True) == {"ok": True}
+
+    logging.getLogger("supportbot.test").warning("something to watch")
+
+    deadline = time.monotonic() + 5
+    seen = []
+    while time.monotonic() < deadline and not seen:
+        seen = [
+            record
+            for event in socket.get_received("/staff")
+            if event["name"] == "log_records"
+            for record in event["args"][0]
+            if record["message"] == "something to watch"
+        ]
+        time.sleep(0.05)
+    assert seen and seen[0]["level_name"] == "WARNING"
+    socket.disconnect("/staff")
+
+
+def staff_socket_for(app, client):
+    return socketio.test_client(
+        app,
+        namespace="/staff",
+        flask_test_client=client,
+        auth={"csrf_token": csrf_token_of(client)},
+    )
