@@ -22,6 +22,9 @@ QUEUE_ROOM = "queue"
 def init_app(app: Flask) -> None:
     """Attach Socket.IO to the app and forward domain events to the browsers."""
     public_url = app.config["PUBLIC_URL"]
+    # Flask-SocketIO keeps the queue of an earlier app made in this process
+    # (tests make many); each app starts from its own REDIS_URL instead.
+    socketio.server_options.pop("client_manager", None)
     socketio.init_app(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
