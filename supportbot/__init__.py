@@ -15,6 +15,7 @@ from . import (
     miniapp,
     monitoring,
     outbox,
+    routing,
     security,
     telegram,
 )
@@ -36,6 +37,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_object(Config(app.instance_path))
     if config:
         app.config.update(config)
+    routing.init_app(app)
 
     logs.init_app(app)
     db.init_app(app)

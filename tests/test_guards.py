@@ -130,3 +130,36 @@ def test_socket_events_refuse_a_session_that_ended(
     answer = socket.emit(event, data, namespace="/staff", callback=True)
 
     assert answer == {"ok": False, "error": "Sign in again."}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/tickets/99999999999999999999999",
+        "/console/tickets/2147483648/row",
+        "/console/messages/99999999999999999999",
+        "/console/files/99999999999999999999",
+        "/admin/logs/99999999999999999999",
+        "/console/?page=99999999999999999999",
+        "/console/?q=%2399999999999999999999",
+        "/admin/logs?before=99999999999999999999&ticket=99999999999999999999",
+        "/admin/audit?staff=99999999999999999999&before=-5",
+    ],
+)
+def test_ids_beyond_the_database_are_never_a_server_error(admin_client, path):
+    response = admin_client.get(path)
+
+    assert response.status_code in (200, 404)
+
+
+def test_assigning_to_an_impossible_id_is_refused(admin_client, send_update, telegram):
+    send_update(telegram.user().text("hello"))
+    token = csrf_token_of(admin_client)
+
+    response = admin_client.post(
+        "/console/tickets/1/assign",
+        data={"assignee": "99999999999999999999", "csrf_token": token},
+        headers={"Accept": "application/json"},
+    )
+
+    assert response.status_code == 400

@@ -9,6 +9,7 @@ from .. import reports
 from ..extensions import db
 from ..models import LogRecord, Staff, utcnow
 from ..monitoring.system import system_figures
+from ..routing import id_arg, parse_id
 from .views import bp
 
 PAGE_SIZE = 50
@@ -35,8 +36,9 @@ def _log_filters(args) -> tuple[dict, list]:
         conditions.append(
             LogRecord.logger.startswith(filters["logger"], autoescape=True)
         )
-    if filters["ticket"].isdigit() and len(filters["ticket"]) < 12:
-        conditions.append(LogRecord.ticket_id == int(filters["ticket"]))
+    ticket_id = parse_id(filters["ticket"])
+    if ticket_id is not None:
+        conditions.append(LogRecord.ticket_id == ticket_id)
     if filters["error"]:
         conditions.append(LogRecord.error_id == filters["error"])
     if filters["q"]:
@@ -61,7 +63,7 @@ def _moment(value: str) -> datetime | None:
 
 
 def _page(conditions: list) -> tuple[list[LogRecord], int | None]:
-    before = request.args.get("before", type=int)
+    before = id_arg(request.args, "before")
     statement = select(LogRecord).where(*conditions)
     if before:
         statement = statement.where(LogRecord.id < before)
@@ -100,7 +102,7 @@ def log_record(record_id: int):
 def audit():
     """List what staff did: sign-ins, ticket actions, changes to staff and settings."""
     conditions = [LogRecord.logger == AUDIT_LOGGER]
-    who = request.args.get("staff", type=int)
+    who = id_arg(request.args, "staff")
     text = request.args.get("q", "").strip()[:200]
     if who:
         conditions.append(LogRecord.staff_id == who)

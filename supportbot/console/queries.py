@@ -17,6 +17,7 @@ from ..models import (
     TicketRead,
     TicketStatus,
 )
+from ..routing import parse_id
 
 SCOPES = ("all", "mine", "unassigned")
 
@@ -85,9 +86,8 @@ def _conditions(queue_filter: QueueFilter, staff: Staff) -> list:
 
 
 def _matches(search: str):
-    by_number = []
-    if search.lstrip("#").isdigit() and len(search) < 18:
-        by_number = [Ticket.id == int(search.lstrip("#"))]
+    number = parse_id(search.lstrip("#"))
+    by_number = [Ticket.id == number] if number is not None else []
 
     if db.session.get_bind().dialect.name == "postgresql":
         query = func.plainto_tsquery("simple", search)

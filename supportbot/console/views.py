@@ -24,6 +24,7 @@ from ..models import (
     TicketPriority,
     TicketStatus,
 )
+from ..routing import id_arg, parse_id
 from . import queries
 
 bp = Blueprint("console", __name__, url_prefix="/console")
@@ -39,9 +40,7 @@ def require_login():
 def queue():
     """Show the queue of tickets, filtered and paginated."""
     queue_filter = queries.QueueFilter.from_args(request.args)
-    page = request.args.get("page", 1, type=int)
-    if page < 1:
-        page = 1
+    page = id_arg(request.args, "page") or 1
 
     result = queries.queue_page(
         queue_filter, current_user, page, current_app.config["QUEUE_PAGE_SIZE"]
@@ -162,8 +161,8 @@ def assign(ticket_id: int):
         assignee = current_user
     elif choice == "":
         assignee = None
-    elif choice.isdigit():
-        assignee = staff_service.get(int(choice))
+    elif (staff_id := parse_id(choice)) is not None:
+        assignee = staff_service.get(staff_id)
     else:
         raise SupportbotError("Choose someone to assign the ticket to.")
     tickets.assign(found, assignee, by=current_user)
