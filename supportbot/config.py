@@ -97,6 +97,13 @@ class Config:
         if self.OUTBOX_WORKER not in ("thread", "off"):
             raise ConfigError("OUTBOX_WORKER must be 'thread' or 'off'.")
         self.OUTBOX_RETRY_DEADLINE = self._int("OUTBOX_RETRY_DEADLINE", 86400)
+        self.OUTBOX_BACKOFF_MAX = self._int("OUTBOX_BACKOFF_MAX", 300)
+        # Rates are "messages/seconds"; the outbox checks them when the app starts.
+        self.OUTBOX_RATE = self._str("OUTBOX_RATE", "25/1")
+        self.OUTBOX_RATE_PRIVATE = self._str("OUTBOX_RATE_PRIVATE", "3/3")
+        self.OUTBOX_RATE_GROUP = self._str("OUTBOX_RATE_GROUP", "1/3")
+        self.OUTBOX_LEASE = self._int("OUTBOX_LEASE", 60)
+        self.OUTBOX_SENDERS = self._int("OUTBOX_SENDERS", 8)
         self.LOG_LEVEL = self._str("LOG_LEVEL", "INFO").upper()
         self.LOG_FORMAT = self._str("LOG_FORMAT", "text")
         if self.LOG_FORMAT not in ("text", "json"):

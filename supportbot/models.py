@@ -306,7 +306,11 @@ class ProcessedUpdate(db.Model):
 
 
 class OutboxMessage(db.Model):
-    """A Bot API call waiting to be made, written with whatever caused it."""
+    """A Bot API call waiting to be made, written with whatever caused it.
+
+    A text or caption longer than Telegram takes is queued as several rows, the
+    message's parts, sent in order; the later parts point at the first.
+    """
 
     id: Mapped[int] = mapped_column(primary_key=True)
     chat_id: Mapped[int] = mapped_column(BigInteger)
@@ -316,12 +320,19 @@ class OutboxMessage(db.Model):
     status: Mapped[OutboxStatus] = mapped_column(
         _enum(OutboxStatus), default=OutboxStatus.QUEUED
     )
+    # Counts claims, so that a worker whose lease ran out cannot record an outcome.
     attempts: Mapped[int] = mapped_column(default=0)
+    # Not before then: a retry's backoff, a rate limit, or a claim's lease end.
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     error: Mapped[str | None] = mapped_column(Text)
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the row last joined the queue: at creation, or when sent again.
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    part: Mapped[int] = mapped_column(default=1)
+    parts: Mapped[int] = mapped_column(default=1)
+    first_part_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_message.id"))
 
     message: Mapped[Message | None] = relationship()
 
@@ -329,6 +340,10 @@ class OutboxMessage(db.Model):
         Index("ix_outbox_message_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_outbox_message_chat_id_id", "chat_id", "id"),
         Index("ix_outbox_message_message_id", "message_id"),
+        # A chat's unfinished rows, to find the one that goes next.
+        Index("ix_outbox_message_chat_id_status_id", "chat_id", "status", "id"),
+        # A chat's recent sends, to keep to its rate.
+        Index("ix_outbox_message_chat_id_sent_at", "chat_id", "sent_at"),
     )
 
 

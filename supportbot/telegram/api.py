@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 
 import requests
 
@@ -35,13 +36,23 @@ class TelegramNetworkError(TelegramError):
 
 
 class BotAPI:
-    """Call Bot API methods for one bot at a configurable base URL."""
+    """Call Bot API methods for one bot at a configurable base URL.
+
+    Safe to share between threads: each thread keeps its own connections.
+    """
 
     def __init__(self, token: str, base_url: str, timeout: float = 10):
         self._token = token
         self.base_url = base_url
         self.timeout = timeout
-        self._http = requests.Session()
+        self._local = threading.local()
+
+    @property
+    def _http(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
     def call(self, method: str, params: dict | None = None, timeout=None, files=None):
         """Call ``method`` with ``params`` and return its ``result``.
@@ -56,8 +67,13 @@ class BotAPI:
             request = {"json": params or {}}
         try:
             response = self._http.post(url, timeout=timeout or self.timeout, **request)
+        except requests.ConnectTimeout:
+            raise TelegramNetworkError(method, "timed out connecting") from None
         except requests.Timeout:
-            raise TelegramNetworkError(method, "timed out") from None
+            # Telegram may have sent the message and only the answer was lost.
+            raise TelegramNetworkError(
+                method, "timed out waiting for the answer"
+            ) from None
         except requests.RequestException as error:
             # The exception's text holds the URL, and with it the token.
             reason = type(error).__name__
@@ -77,7 +93,7 @@ class BotAPI:
                 method,
                 int(body.get("error_code") or response.status_code),
                 str(body.get("description") or response.reason),
-                parameters.get("retry_after"),
+                parameters.get("retry_after") or _retry_after_header(response),
             )
 
         return body.get("result")
@@ -104,3 +120,9 @@ def _form_fields(params: dict) -> dict:
         for name, value in params.items()
         if value is not None
     }
+
+
+def _retry_after_header(response: requests.Response) -> int | None:
+    # A proxy in front of the Bot API may answer 429 in HTTP terms only.
+    value = response.headers.get("Retry-After", "")
+    return int(value) if value.isdigit() else None
