@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from supportbot import outbox
@@ -65,10 +67,19 @@ def worker_process(telegram, tmp_path):
     }
     env.pop("REDIS_URL", None)
 
-    def start():
+    def start(*options):
         log = open(tmp_path / f"worker-{len(processes)}.log", "w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "outbox", "work"],
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "wsgi",
+                "outbox",
+                "work",
+                *options,
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -161,3 +172,22 @@ def test_two_workers_send_each_row_exactly_once(make_app, app, telegram):
     assert final == [OutboxStatus.SENT] * len(messages)
     assert len(sent_by) == 2
     assert sum(sent_by.values()) == len(messages)
+
+
+def test_a_worker_process_serves_its_own_metrics(app, telegram, worker_process):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker_process("--metrics-port", str(port))
+    queue_many(app, [(1, "counted")])
+
+    assert wait_for_statuses(app, [OutboxStatus.SENT]) == [OutboxStatus.SENT]
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "the worker serves no metrics"
+            time.sleep(0.1)
+    assert "supportbot_outbox_sent_total 1.0" in body

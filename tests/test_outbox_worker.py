@@ -5,6 +5,7 @@ Rates are checked on the fake Bot API's own clock: the times its calls arrived.
 
 import os
 import time
+from datetime import timedelta
 
 import pytest
 import redis
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from supportbot import outbox
 from supportbot.extensions import db
-from supportbot.models import OutboxMessage, OutboxStatus
+from supportbot.models import LogRecord, OutboxMessage, OutboxStatus, utcnow
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # A slot of the overall rate is taken just before each call leaves, and the
@@ -280,3 +281,34 @@ def test_a_bot_wide_pause_reaches_workers_sharing_redis(
     second_limit, later = calls[1], calls[2:]
     assert sorted(c.params["text"] for c in later) == ["one", "three", "two"]
     assert min(c.at for c in later) - second_limit.at >= 2.0
+
+
+def test_the_worker_deletes_log_records_past_their_retention(start_worker, app):
+    with app.app_context():
+        for age in (20, 13):
+            db.session.add(
+                LogRecord(
+                    created_at=utcnow() - timedelta(days=age),
+                    level=20,
+                    logger="supportbot.test",
+                    message=f"{age} days old",
+                )
+            )
+        db.session.commit()
+
+    start_worker(LOG_RETENTION_DAYS=14)
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with app.app_context():
+            kept = set(
+                db.session.scalars(
+                    select(LogRecord.message).where(
+                        LogRecord.logger == "supportbot.test"
+                    )
+                )
+            )
+        if kept == {"13 days old"}:
+            break
+        time.sleep(0.05)
+    assert kept == {"13 days old"}

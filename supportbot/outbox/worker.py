@@ -1,10 +1,12 @@
-"""The worker: sender threads that deliver the outbox, and a listener to wake them."""
+"""The worker: sender threads that deliver the outbox, a listener to wake them,
+and the daily deletion of old log records."""
 
 import logging
 import threading
 
 from flask import Flask
 
+from .. import logs
 from ..extensions import db
 from ..telegram.api import BotAPI
 from .delivery import Courier
@@ -15,6 +17,10 @@ logger = logging.getLogger(__name__)
 
 # The longest pause after an unexpected error, such as the database being down.
 MAX_ERROR_PAUSE = 30.0
+# How often log records past LOG_RETENTION_DAYS are deleted.
+PRUNE_INTERVAL = 24 * 60 * 60.0
+# How soon to try again when deleting them failed.
+PRUNE_RETRY = 10 * 60.0
 
 
 class Worker:
@@ -47,6 +53,11 @@ class Worker:
                         target=listener.run, name="outbox-listener", daemon=True
                     )
                 )
+            self._threads.append(
+                threading.Thread(
+                    target=self._prune_logs_daily, name="log-pruner", daemon=True
+                )
+            )
             for number in range(1, self.outbox.settings.senders + 1):
                 self._threads.append(
                     threading.Thread(
@@ -98,6 +109,24 @@ class Worker:
                 self._stopping,
             )
         return None
+
+    def _prune_logs_daily(self) -> None:
+        days = self.app.config["LOG_RETENTION_DAYS"]
+        while True:
+            try:
+                with self.app.app_context():
+                    try:
+                        deleted = logs.prune(days)
+                    finally:
+                        db.session.remove()
+            except Exception:
+                logger.exception("old log records not deleted; trying again later")
+                pause = PRUNE_RETRY
+            else:
+                logger.info("deleted %s log records older than %s days", deleted, days)
+                pause = PRUNE_INTERVAL
+            if self._stopping.wait(pause):
+                return
 
     def _send_until_stopped(self) -> None:
         courier = Courier(self.app, self.api, self._stopping)
