@@ -257,6 +257,22 @@
       }
     });
 
+    // A failed reply's "Send again" queues it anew; its state then updates live.
+    timeline.addEventListener("submit", async (event) => {
+      const form = event.target.closest("form.resend");
+      if (!form) return;
+      event.preventDefault();
+      form.querySelector("button").disabled = true;
+      const response = await post(form.action, new FormData(form));
+      const result = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        errorBox.textContent = result.error || "The message was not queued again.";
+        form.querySelector("button").disabled = false;
+        return;
+      }
+      await showMessage(result.message_id);
+    });
+
     document.addEventListener("ticket-joined", async () => {
       const html = await fetchHtml(`/console/tickets/${ticketId}/timeline`);
       if (html !== null) timeline.innerHTML = html;

@@ -20,6 +20,7 @@ from .models import (
     Message,
     MessageKind,
     MessageRevision,
+    OutboxMessage,
     Staff,
     Ticket,
     TicketEvent,
@@ -37,7 +38,6 @@ audit = logging.getLogger("supportbot.audit")
 SUBJECT_LENGTH = 200
 PREVIEW_LENGTH = 200
 MAX_TEXT_LENGTH = 20000
-CAPTION_LENGTH = 1024
 RATINGS = range(1, 6)
 
 
@@ -144,15 +144,13 @@ def reply(
     """Answer the customer: store the reply and queue it for Telegram.
 
     ``attachment`` is a file stored by :mod:`supportbot.uploads`; the text
-    becomes its caption. The ticket becomes pending, waiting on the customer,
-    until they answer.
+    becomes its caption, continued in messages of its own past Telegram's
+    caption limit. The ticket becomes pending, waiting on the customer, until
+    they answer.
     """
-    if attachment is None:
+    text = (text or "").strip()
+    if attachment is None or text:
         text = _checked_text(text)
-    elif len(text := (text or "").strip()) > CAPTION_LENGTH:
-        raise SupportbotError(
-            f"A message with a file can have at most {CAPTION_LENGTH} characters."
-        )
     if ticket.is_closed:
         raise Conflict(f"Ticket #{ticket.id} is closed; reopen it to reply.")
 
@@ -181,6 +179,20 @@ def reply(
         extra={"staff_id": staff.id, "ticket_id": ticket.id},
     )
     return message
+
+
+def resend_delivery(delivery_id: int, staff: Staff) -> OutboxMessage:
+    """Queue a delivery that failed again, on a staff member's word."""
+    row = outbox.resend(delivery_id)
+    ticket_id = row.message.ticket_id if row.message is not None else None
+    audit.info(
+        "staff %s queued delivery %s to chat %s again",
+        staff.id,
+        row.id,
+        row.chat_id,
+        extra={"staff_id": staff.id, "ticket_id": ticket_id},
+    )
+    return row
 
 
 def _outgoing(text: str, attachment: dict | None) -> tuple[str, dict]:

@@ -1,9 +1,19 @@
-"""Admins manage staff accounts and canned replies."""
+"""Admins manage staff accounts and canned replies, and watch deliveries."""
 
-from sqlalchemy import select
+from datetime import timedelta
 
+from sqlalchemy import select, update
+
+from supportbot import outbox
 from supportbot.extensions import db
-from supportbot.models import CannedReply, Staff, StaffRole
+from supportbot.models import (
+    CannedReply,
+    OutboxMessage,
+    OutboxStatus,
+    Staff,
+    StaffRole,
+    utcnow,
+)
 
 from helpers import PASSWORD, csrf_token_of, log_in
 
@@ -106,3 +116,61 @@ def test_admin_actions_reach_the_audit_log(admin_client, caplog):
     assert any("created staff 2" in line for line in audit)
     assert any("added canned reply" in line for line in audit)
     assert PASSWORD not in caplog.text
+
+
+def test_deliveries_page_lists_failed_and_stuck_messages(
+    app, admin_client, telegram, deliver
+):
+    telegram.fail("sendMessage", error_code=400, description="Bad Request: no")
+    with app.app_context():
+        failed = outbox.enqueue(5, "sendMessage", {"text": "refused one"})
+        stuck = outbox.enqueue(6, "sendMessage", {"text": "waiting one"})
+        db.session.commit()
+        failed_id, stuck_id = failed.id, stuck.id
+    deliver()
+    with app.app_context():
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == stuck_id)
+            .values(
+                status=OutboxStatus.QUEUED,
+                queued_at=utcnow() - timedelta(hours=1),
+                next_attempt_at=utcnow() + timedelta(hours=1),
+                error="502 Bad Gateway",
+            )
+        )
+        db.session.commit()
+
+    page = admin_client.get("/admin/deliveries").get_data(as_text=True)
+    failed_part, stuck_part = page.split("<h2>Stuck</h2>")
+
+    assert "refused one" in failed_part
+    assert "400 Bad Request: no" in failed_part
+    assert f"/console/deliveries/{failed_id}/resend" in failed_part
+    assert "waiting one" in stuck_part
+    assert "502 Bad Gateway" in stuck_part
+    assert "resend" not in stuck_part
+
+
+def test_a_delivery_sent_again_from_the_deliveries_page_arrives(
+    app, admin_client, telegram, deliver
+):
+    chat_id = telegram.user().id
+    telegram.fail("sendMessage", error_code=400)
+    with app.app_context():
+        row = outbox.enqueue(chat_id, "sendMessage", {"text": "second time lucky"})
+        db.session.commit()
+        row_id = row.id
+    deliver()
+
+    response = post(admin_client, f"/console/deliveries/{row_id}/resend")
+    deliver()
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/admin/deliveries"
+    telegram.wait_for(
+        "sendMessage", where=lambda c: c.params["text"] == "second time lucky"
+    )
+    assert "No failed deliveries" in admin_client.get("/admin/deliveries").get_data(
+        as_text=True
+    )

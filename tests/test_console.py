@@ -207,6 +207,57 @@ def test_reply_is_stored_queued_and_delivered(
         assert db.session.get(Message, response.json["message_id"]).telegram_message_id
 
 
+def test_failed_reply_shows_why_and_can_be_sent_again(
+    app, agent_client, customer_ticket, telegram, deliver, caplog
+):
+    _, ticket_id = customer_ticket
+    deliver()
+    telegram.fail("sendMessage", error_code=400, description="Bad Request: odd")
+    reply_id = post(
+        agent_client, f"/console/tickets/{ticket_id}/messages", text="Try again"
+    ).json["message_id"]
+    deliver()
+
+    failed = agent_client.get(f"/console/messages/{reply_id}").get_data(as_text=True)
+    with app.app_context():
+        delivery_id = db.session.scalars(
+            select(OutboxMessage.id).where(OutboxMessage.message_id == reply_id)
+        ).one()
+    resent = post(agent_client, f"/console/deliveries/{delivery_id}/resend")
+    deliver()
+
+    assert "failed: 400 Bad Request: odd" in failed
+    assert f"/console/deliveries/{delivery_id}/resend" in failed
+    assert resent.status_code == 200
+    assert resent.json["message_id"] == reply_id
+    telegram.wait_for("sendMessage", where=lambda c: c.params["text"] == "Try again")
+    shown = agent_client.get(f"/console/messages/{reply_id}").get_data(as_text=True)
+    assert 'data-delivery-state="sent"' in shown
+    assert "Send again" not in shown
+    assert f"queued delivery {delivery_id} to chat" in caplog.text
+
+
+def test_only_a_failed_delivery_can_be_sent_again(
+    app, agent_client, customer_ticket, deliver
+):
+    _, ticket_id = customer_ticket
+    reply_id = post(
+        agent_client, f"/console/tickets/{ticket_id}/messages", text="Fine"
+    ).json["message_id"]
+    deliver()
+    with app.app_context():
+        delivery_id = db.session.scalars(
+            select(OutboxMessage.id).where(OutboxMessage.message_id == reply_id)
+        ).one()
+
+    sent = post(agent_client, f"/console/deliveries/{delivery_id}/resend")
+    unknown = post(agent_client, "/console/deliveries/999999/resend")
+
+    assert sent.status_code == 409
+    assert "only a failed delivery" in sent.json["error"]
+    assert unknown.status_code == 404
+
+
 def test_note_never_reaches_telegram(
     app, agent_client, customer_ticket, telegram, deliver
 ):
@@ -501,27 +552,48 @@ def test_reply_with_a_document_and_no_text(
     assert "caption" not in call.params
 
 
-def test_file_on_a_note_or_with_a_long_caption_is_refused(
-    agent_client, customer_ticket, telegram
+def test_file_on_a_note_is_refused(agent_client, customer_ticket):
+    _, ticket_id = customer_ticket
+
+    response = agent_client.post(
+        f"/console/tickets/{ticket_id}/messages",
+        data={
+            "csrf_token": csrf_token_of(agent_client),
+            "file": (io.BytesIO(b"x"), "a.txt"),
+            "text": "internal",
+            "note": "1",
+        },
+        headers={"Accept": "application/json"},
+        content_type="multipart/form-data",
+    )
+
+    assert response.status_code == 400
+    assert "notes hold text only" in response.json["error"]
+
+
+def test_caption_past_telegrams_limit_continues_after_the_file(
+    agent_client, customer_ticket, telegram, deliver
 ):
     _, ticket_id = customer_ticket
-    token = csrf_token_of(agent_client)
+    caption = " ".join(["word"] * 300)
 
-    def send(**data):
-        return agent_client.post(
-            f"/console/tickets/{ticket_id}/messages",
-            data={"csrf_token": token, "file": (io.BytesIO(b"x"), "a.txt"), **data},
-            headers={"Accept": "application/json"},
-            content_type="multipart/form-data",
-        )
+    response = agent_client.post(
+        f"/console/tickets/{ticket_id}/messages",
+        data={
+            "csrf_token": csrf_token_of(agent_client),
+            "file": (io.BytesIO(b"%PDF-1.4"), "invoice.pdf"),
+            "text": caption,
+        },
+        headers={"Accept": "application/json"},
+        content_type="multipart/form-data",
+    )
+    deliver()
 
-    note = send(text="internal", note="1")
-    long_caption = send(text="x" * 1025)
-
-    assert note.status_code == 400
-    assert "notes hold text only" in note.json["error"]
-    assert long_caption.status_code == 400
-    assert "1024" in long_caption.json["error"]
+    assert response.status_code == 200
+    [document] = telegram.wait_for("sendDocument")
+    *_, rest = telegram.calls_to("sendMessage")
+    assert len(document.params["caption"]) <= 1024
+    assert f"{document.params['caption']} {rest.params['text']}" == caption
 
 
 def test_a_file_gone_from_disk_fails_the_delivery_with_a_reason(

@@ -23,6 +23,7 @@ CONSOLE_PAGES = [
     ("POST", "/console/tickets/1/assign"),
     ("POST", "/console/tickets/1/status"),
     ("POST", "/console/tickets/1/priority"),
+    ("POST", "/console/deliveries/1/resend"),
     ("GET", "/account/password"),
     ("POST", "/account/password"),
     ("POST", "/logout"),
@@ -41,6 +42,7 @@ ADMIN_PAGES = [
     ("GET", "/admin/logs"),
     ("GET", "/admin/logs/1"),
     ("GET", "/admin/audit"),
+    ("GET", "/admin/deliveries"),
     ("GET", "/admin/dashboard"),
     ("GET", "/admin/dashboard/data"),
 ]

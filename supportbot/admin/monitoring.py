@@ -1,11 +1,11 @@
-"""Admin pages about the system: logs, the audit trail and the dashboard."""
+"""Admin pages about the system: logs, the audit trail, deliveries, the dashboard."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import abort, current_app, jsonify, render_template, request
 from sqlalchemy import select
 
-from .. import reports
+from .. import outbox, reports
 from ..extensions import db
 from ..models import LogRecord, Staff, utcnow
 from ..monitoring.system import system_figures
@@ -15,6 +15,8 @@ from .views import bp
 PAGE_SIZE = 50
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 AUDIT_LOGGER = "supportbot.audit"
+# A message still unsent this long after it was queued is shown as stuck.
+STUCK_AFTER = timedelta(minutes=5)
 
 
 def _log_filters(args) -> tuple[dict, list]:
@@ -119,6 +121,18 @@ def audit():
         names={person.id: person.name for person in people},
         who=who,
         text=text,
+    )
+
+
+@bp.get("/deliveries")
+def deliveries():
+    """List bot messages that failed, and those that should have left by now."""
+    problems = outbox.failed_and_stuck(STUCK_AFTER)
+    return render_template(
+        "admin/deliveries.html",
+        failed=problems.failed,
+        stuck=problems.stuck,
+        stuck_minutes=int(STUCK_AFTER.total_seconds() // 60),
     )
 
 

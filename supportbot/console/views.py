@@ -198,6 +198,19 @@ def set_priority(ticket_id: int):
     return _done(found)
 
 
+@bp.post("/deliveries/<int:delivery_id>/resend")
+def resend(delivery_id: int):
+    """Queue a failed delivery to Telegram again."""
+    row = tickets.resend_delivery(delivery_id, current_user)
+    db.session.commit()
+
+    if wants_json():
+        return jsonify(ok=True, delivery_id=row.id, message_id=row.message_id)
+    if row.message is not None:
+        return redirect(url_for("console.ticket", ticket_id=row.message.ticket_id))
+    return redirect(url_for("admin.deliveries"))
+
+
 @bp.get("/files/<int:message_id>")
 def attachment(message_id: int):
     """Send a message's file, fetched from Telegram once and then cached."""

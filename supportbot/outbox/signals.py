@@ -6,7 +6,6 @@ from blinker import Namespace
 from flask import Flask
 
 from .. import events
-from ..models import OutboxStatus
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +20,8 @@ def announce(app: Flask, state: dict) -> None:
     """Tell listeners about one row's change; a failing listener stops no delivery."""
     try:
         delivery_changed.send(app, **state)
-        # The console's ticket rooms follow where each reply got to; a claim
-        # lasts only as long as its call, and is not worth a message to them.
-        if state["ticket_id"] is not None and state["status"] != OutboxStatus.SENDING:
+        # The console's ticket rooms follow where each reply got to.
+        if state["ticket_id"] is not None:
             events.delivery_changed.send(
                 app,
                 ticket_id=state["ticket_id"],
