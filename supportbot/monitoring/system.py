@@ -26,18 +26,25 @@ def system_figures(app: Flask) -> dict:
     }
 
 
-def _database() -> dict:
-    pool = db.engine.pool
+def database_check() -> dict:
+    """Run one trivial query and say whether it worked and how long it took."""
     started = time.perf_counter()
     try:
         db.session.execute(text("SELECT 1"))
     except SQLAlchemyError as error:
         db.session.rollback()
         return {"ok": False, "error": type(error).__name__}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
+
+def _database() -> dict:
+    check = database_check()
+    if not check["ok"]:
+        return check
+
+    pool = db.engine.pool
     return {
-        "ok": True,
-        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        **check,
         "pool_size": getattr(pool, "size", lambda: None)(),
         "pool_checked_out": getattr(pool, "checkedout", lambda: None)(),
     }

@@ -1,17 +1,16 @@
 """``/healthz``, ``/readyz`` and ``/metrics``."""
 
 import hmac
-import time
 
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from flask_login import current_user
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db, migrate
 from .metrics import exposition
+from .system import database_check
 
 bp = Blueprint("monitoring", __name__)
 
@@ -25,7 +24,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """Check the database, its migrations and Redis; 503 until all answer."""
-    checks = {"database": _check_database(), "migrations": _check_migrations()}
+    checks = {"database": database_check(), "migrations": _check_migrations()}
     if current_app.config["REDIS_URL"]:
         checks["redis"] = _check_redis()
 
@@ -45,16 +44,6 @@ def metrics():
 
     body, content_type = exposition(current_app._get_current_object())
     return Response(body, content_type=content_type)
-
-
-def _check_database() -> dict:
-    started = time.perf_counter()
-    try:
-        db.session.execute(text("SELECT 1"))
-    except SQLAlchemyError as error:
-        db.session.rollback()
-        return {"ok": False, "error": type(error).__name__}
-    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
 def _check_migrations() -> dict:
