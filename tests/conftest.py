@@ -1,9 +1,11 @@
 """Fixtures: the app on SQLite or PostgreSQL, its clients, and a fake Bot API."""
 
 import os
+import threading
 
 import pytest
 from sqlalchemy import text
+from werkzeug.serving import make_server
 
 from supportbot import create_app, outbox
 from supportbot import staff as staff_service
@@ -14,7 +16,7 @@ from supportbot.models import StaffRole
 from supportbot.telegram import bot_api
 from supportbot.telegram.views import SECRET_HEADER
 
-from helpers import PASSWORD, csrf_token_of, log_in
+from helpers import CHROMIUM, PASSWORD, csrf_token_of, log_in
 
 WEBHOOK_SECRET = "test-webhook-secret"
 PUBLIC_URL = "https://support.example.com"
@@ -176,3 +178,42 @@ def staff_socket(app):
     for socket in sockets:
         if socket.is_connected("/staff"):
             socket.disconnect("/staff")
+
+
+@pytest.fixture
+def live_server(make_app, app):
+    """Serve the app, with its outbox thread, on a local port."""
+    server = make_server("127.0.0.1", 0, None, threaded=True)
+    base_url = f"http://127.0.0.1:{server.server_port}"
+    # Browsers come from the public address, and sockets check the origin.
+    live = make_app(OUTBOX_WORKER="thread", PUBLIC_URL=base_url)
+    server.app = live
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    yield live, base_url
+
+    server.shutdown()
+    live.extensions["supportbot.outbox"].stop()
+
+
+@pytest.fixture
+def browser():
+    """Start headless Chromium for the test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield chromium
+        chromium.close()

@@ -1,6 +1,20 @@
-"""Helpers the tests share: signing in as a browser would."""
+"""Helpers the tests share: signing in as a browser would, and driving Chromium."""
+
+import os
+import shutil
+
+import pytest
 
 PASSWORD = "correct horse battery"
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = os.environ.get("SUPPORTBOT_SCREENSHOTS")
+
+# Browser tests run wherever Chromium is, and always in CI, which installs it.
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+    reason="Chromium is not installed (apt-get install chromium); CI installs it",
+)
 
 
 def csrf_token_of(client, path="/console/") -> str:
@@ -16,3 +30,11 @@ def log_in(client, email, password=PASSWORD):
         "/login",
         data={"email": email, "password": password, "csrf_token": token},
     )
+
+
+def screenshot(page, name, full_page=False):
+    """Save a picture of ``page`` when SUPPORTBOT_SCREENSHOTS names a folder."""
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        path = os.path.join(SCREENSHOTS, f"{name}.png")
+        page.screenshot(path=path, full_page=full_page)

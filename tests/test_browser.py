@@ -1,70 +1,13 @@
 """The console in a real browser: headless Chromium driven by Playwright."""
 
-import os
-import shutil
-import threading
-
-import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from supportbot.extensions import db
 from supportbot.models import LogRecord, StaffRole, Ticket
 
-from helpers import PASSWORD
+from helpers import PASSWORD, needs_chromium, screenshot
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = os.environ.get("SUPPORTBOT_SCREENSHOTS")
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-    reason="Chromium is not installed (apt-get install chromium); CI installs it",
-)
-
-
-@pytest.fixture
-def live_server(make_app, app):
-    """Serve the app, with its outbox thread, on a local port."""
-    server = make_server("127.0.0.1", 0, None, threaded=True)
-    base_url = f"http://127.0.0.1:{server.server_port}"
-    # The public address is where browsers come from: sockets check it.
-    live = make_app(OUTBOX_WORKER="thread", PUBLIC_URL=base_url)
-    server.app = live
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    yield live, base_url
-
-    server.shutdown()
-    live.extensions["supportbot.outbox"].stop()
-
-
-@pytest.fixture
-def browser():
-    """Start headless Chromium for the test."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield chromium
-        chromium.close()
-
-
-def screenshot(page, name):
-    if SCREENSHOTS:
-        os.makedirs(SCREENSHOTS, exist_ok=True)
-        page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
+pytestmark = needs_chromium
 
 
 def test_staff_answers_a_customer_live(live_server, browser, telegram, make_staff):
@@ -96,7 +39,7 @@ def test_staff_answers_a_customer_live(live_server, browser, telegram, make_staf
     page.wait_for_function("document.title.startsWith('(1)')")
     telegram.push(telegram.user(first_name="Dan").text("Where is my invoice?"))
     page.locator("#queue tbody tr", has_text="invoice").wait_for()
-    screenshot(page, "queue")
+    screenshot(page, "queue", full_page=True)
 
     with live.app_context():
         ticket_id = db.session.scalars(
@@ -129,7 +72,7 @@ def test_staff_answers_a_customer_live(live_server, browser, telegram, make_staf
     )
     reply.locator("[data-delivery-state=sent]").wait_for(timeout=10000)
     assert page.input_value("#reply-text") == ""
-    screenshot(page, "ticket")
+    screenshot(page, "ticket", full_page=True)
 
     assert errors == []
 
@@ -182,7 +125,7 @@ def test_dashboard_draws_charts_and_log_filters_work(
         }"""
     )
     assert painted > 2
-    screenshot(page, "dashboard")
+    screenshot(page, "dashboard", full_page=True)
 
     page.goto(f"{base_url}/admin/logs")
     assert page.locator("#log-table tbody tr", has_text="outbox 1 sent").count() == 1

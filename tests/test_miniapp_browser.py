@@ -6,25 +6,19 @@ by the test signer, and records what the page asks of Telegram's buttons.
 """
 
 import json
-import os
-import shutil
 import struct
-import threading
 import zlib
 
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from supportbot import categories, customers, tickets
 from supportbot.extensions import db
 from supportbot.miniapp.initdata import sign_user
 from supportbot.models import Staff, Ticket
 
-from helpers import PASSWORD
+from helpers import PASSWORD, needs_chromium, screenshot
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = os.environ.get("SUPPORTBOT_SCREENSHOTS")
 TELEGRAM_SCRIPT = "https://telegram.org/js/telegram-web-app.js"
 PHONE = {"width": 390, "height": 760}
 
@@ -138,49 +132,7 @@ STAND_IN = """
 })();
 """
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-    reason="Chromium is not installed (apt-get install chromium); CI installs it",
-)
-
-
-@pytest.fixture
-def live_server(make_app, app):
-    """Serve the app, with its outbox thread, on a local port."""
-    server = make_server("127.0.0.1", 0, None, threaded=True)
-    base_url = f"http://127.0.0.1:{server.server_port}"
-    # Mini App pages come from the public address: sockets check the origin.
-    live = make_app(OUTBOX_WORKER="thread", PUBLIC_URL=base_url)
-    server.app = live
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    yield live, base_url
-
-    server.shutdown()
-    live.extensions["supportbot.outbox"].stop()
-
-
-@pytest.fixture
-def browser():
-    """Start headless Chromium for the test."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield chromium
-        chromium.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -235,12 +187,6 @@ def background(page, selector="body") -> tuple[int, int, int]:
 def is_dark(rgb) -> bool:
     red, green, blue = rgb
     return 0.2126 * red + 0.7152 * green + 0.0722 * blue < 80
-
-
-def screenshot(page, name):
-    if SCREENSHOTS:
-        os.makedirs(SCREENSHOTS, exist_ok=True)
-        page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"))
 
 
 def sign_in_to_console(browser, base_url):
