@@ -9,8 +9,9 @@ import logging
 
 from flask import Flask
 from flask_socketio import ConnectionRefusedError, Namespace, join_room
-from sqlalchemy import select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from .. import events
 from ..extensions import db, socketio
@@ -21,6 +22,8 @@ from .initdata import InitDataError
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "/customer"
+# Session info: the customer of each ticket the transaction wrote.
+TICKET_CUSTOMERS = "supportbot.miniapp.ticket_customers"
 
 
 def customer_room(customer_id: int) -> str:
@@ -50,6 +53,25 @@ def init_app(app: Flask) -> None:
     events.message_created.connect(_on_message_created, weak=False)
     events.ticket_changed.connect(_on_ticket_changed, weak=False)
     events.staff_typing.connect(_on_staff_typing, weak=False)
+    if not event.contains(Session, "after_flush", _note_ticket_customers):
+        event.listen(Session, "after_flush", _note_ticket_customers)
+        event.listen(Session, "after_soft_rollback", _forget_ticket_customers)
+
+
+def _note_ticket_customers(session: Session, flush_context) -> None:
+    # Events are published while the committing session still holds its
+    # connection; a lookup then needs a second one, which waits out the pool's
+    # timeout once every connection is held by a request publishing events.
+    # A ticket never changes customer, so what its row says now stays true.
+    for row in (*session.new, *session.dirty):
+        if isinstance(row, Ticket):
+            customer_id = inspect(row).dict.get("customer_id")
+            if customer_id is not None:
+                session.info.setdefault(TICKET_CUSTOMERS, {})[row.id] = customer_id
+
+
+def _forget_ticket_customers(session: Session, transaction) -> None:
+    session.info.pop(TICKET_CUSTOMERS, None)
 
 
 def _on_message_created(app, ticket_id: int, message_id: int, kind: str) -> None:
@@ -79,6 +101,10 @@ def _emit(event: str, ticket_id: int, **payload) -> None:
 
 
 def _customer_of(ticket_id: int) -> int | None:
+    noted = db.session.info.get(TICKET_CUSTOMERS, {}).get(ticket_id)
+    if noted is not None:
+        return noted
+
     # Events are published after the commit, when the session may not run SQL;
     # a connection of its own may, and sees what was just committed.
     try:
