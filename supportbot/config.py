@@ -116,6 +116,9 @@ class Config:
         if self.SOCKETIO_ASYNC_MODE not in ("threading", "gevent"):
             raise ConfigError("SOCKETIO_ASYNC_MODE must be 'threading' or 'gevent'.")
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        # While Redis is unreachable, Flask-Limiter keeps the sign-in limits in
+        # this process's memory instead of failing every sign-in.
+        self.RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
         self.LOGIN_RATE_LIMIT_PER_IP = self._str("LOGIN_RATE_LIMIT_PER_IP", "20/minute")
         self.LOGIN_RATE_LIMIT_PER_ACCOUNT = self._str(
             "LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute"
