@@ -18,7 +18,10 @@ os.environ.setdefault(
 )
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# One worker per server: gunicorn hands each connection to any of its workers,
+# and a Socket.IO client that polls must reach the same one every time. The
+# gevent worker serves many clients; run more servers behind a sticky proxy.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gevent"
 worker_connections = 1000
 timeout = 30

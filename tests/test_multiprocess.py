@@ -15,7 +15,7 @@ import socketio as socketio_package
 from sqlalchemy import select
 
 from supportbot.extensions import db
-from supportbot.models import Ticket
+from supportbot.models import Message
 
 from helpers import PASSWORD
 
@@ -64,10 +64,12 @@ def start_process(app, database_uri, telegram, redis_url, tmp_path):
 
     def start(name, command, **env):
         log = open(tmp_path / f"{name}.log", "w")
+        # None leaves a variable out, so that the process uses its default.
+        merged = {**base_env, **env}
         process = subprocess.Popen(
             [sys.executable, "-m", *command],
             cwd=ROOT,
-            env={**base_env, **env},
+            env={key: value for key, value in merged.items() if value is not None},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -91,17 +93,19 @@ def start_process(app, database_uri, telegram, redis_url, tmp_path):
 def web_process(start_process, tmp_path):
     """Start one gunicorn process, as production runs it, and return its URL."""
 
-    def start(name):
+    def start(name, **env):
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
-        process = start_process(
-            name,
-            ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            GUNICORN_BIND=f"127.0.0.1:{port}",
-            WEB_CONCURRENCY="1",
-            PUBLIC_URL=base_url,
+        settings = {
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": "1",
+            "PUBLIC_URL": base_url,
             # Each server clears its metrics folder when it starts.
-            PROMETHEUS_MULTIPROC_DIR=str(tmp_path / f"metrics-{name}"),
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{name}"),
+            **env,
+        }
+        process = start_process(
+            name, ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], **settings
         )
         wait_until_up(process, base_url, tmp_path / f"{name}.log")
         return base_url
@@ -203,10 +207,18 @@ def test_webhook_on_one_process_reaches_a_console_on_another_and_replies_leave(
         pushed = telegram.push(user.text("my parcel never came"))
         assert pushed.status == 200, pushed.text
 
-        message = events.wait_for("customer_message")
         with app.app_context():
-            ticket_id = db.session.scalars(select(Ticket.id)).one()
-        assert message["ticket_id"] == ticket_id
+            ticket_id, message_id = db.session.execute(
+                select(Message.ticket_id, Message.id)
+            ).one()
+        # Redis hands its channels to every client of the server, whatever
+        # database they chose: other suites' events may arrive too.
+        message = events.wait_for(
+            "customer_message",
+            where=lambda data: (
+                (data["ticket_id"], data["message_id"]) == (ticket_id, message_id)
+            ),
+        )
         assert message["kind"] == "customer"
         joined = client.call(
             "join_ticket",
@@ -230,9 +242,47 @@ def test_webhook_on_one_process_reaches_a_console_on_another_and_replies_leave(
             where=lambda call: call.params.get("text") == "We are on it",
         )
         assert sent.chat_id == user.id
-        delivered = events.wait_for(
-            "delivery_changed", where=lambda data: data["status"] == "sent"
+        reply_id = reply.json()["message_id"]
+        events.wait_for(
+            "delivery_changed",
+            where=lambda data: (
+                (data["ticket_id"], data["message_id"]) == (ticket_id, reply_id)
+                and data["status"] == "sent"
+            ),
         )
-        assert delivered["message_id"] == reply.json()["message_id"]
     finally:
         client.disconnect()
+
+
+def test_a_polling_socket_keeps_working_under_the_shipped_gunicorn_settings(
+    app, make_staff, web_process
+):
+    make_staff("Alice")
+    # Left unset, as a platform that sets only PORT leaves it.
+    base_url = web_process("web", WEB_CONCURRENCY=None)
+    browser, token = sign_in(base_url)
+    # A new connection for each request, as a proxy in front opens them.
+    browser.headers["Connection"] = "close"
+    client = socketio_package.Client(http_session=browser)
+
+    # Each request of a polling connection must reach the worker that holds
+    # it; gunicorn hands connections to its workers with no such regard.
+    client.connect(
+        base_url,
+        namespaces=["/staff"],
+        transports=["polling"],
+        auth={"csrf_token": token},
+        headers={"Origin": base_url},
+        wait_timeout=EVENT_TIMEOUT,
+    )
+    try:
+        answers = [
+            client.call(
+                "typing", {"ticket_id": 1}, namespace="/staff", timeout=EVENT_TIMEOUT
+            )
+            for _ in range(10)
+        ]
+    finally:
+        client.disconnect()
+
+    assert answers == [{"ok": False, "error": "Join the ticket first."}] * 10
