@@ -5,7 +5,11 @@ import secrets
 
 from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    RequestEntityTooLarge,
+)
 
 from .extensions import db
 
@@ -76,6 +80,13 @@ def _log_refusal(status: int, reason: str) -> None:
     )
 
 
+def _too_large(limit: int) -> str:
+    # Imported here: uploads raises this module's errors.
+    from .uploads import limit_text
+
+    return f"That is more than {limit_text(limit)}, the most that can be sent at once."
+
+
 def init_app(app: Flask) -> None:
     """Register the error handlers."""
 
@@ -88,8 +99,11 @@ def init_app(app: Flask) -> None:
     def handle_http_error(error: HTTPException):
         if isinstance(error, InternalServerError):
             return handle_unexpected(error.original_exception or error)
-        _log_refusal(error.code, error.description)
-        return error_response(error.code, error.name, error.description)
+        description = error.description
+        if isinstance(error, RequestEntityTooLarge) and request.max_content_length:
+            description = _too_large(request.max_content_length)
+        _log_refusal(error.code, description)
+        return error_response(error.code, error.name, description)
 
     @app.errorhandler(OperationalError)
     def handle_database_unavailable(error: OperationalError):

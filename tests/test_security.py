@@ -595,6 +595,7 @@ def test_an_update_over_the_limit_gets_413_json(make_app, app, telegram):
 
     assert response.status_code == 413
     assert_json_error(response)
+    assert "more than 1 KB, the most" in response.json["error"]
     assert row_counts(app)["processed_update"] == 0
 
 
@@ -619,10 +620,11 @@ def test_a_console_body_over_the_limit_gets_413(
     )
 
     assert response.status_code == 413
+    limit = "That is more than 4 KB, the most that can be sent at once."
     if accept == "application/json":
-        assert_json_error(response)
+        assert response.json == {"ok": False, "error": limit}
     else:
-        assert "Request Entity Too Large" in response.get_data(as_text=True)
+        assert limit in response.get_data(as_text=True)
     assert row_counts(app)["message"] == 1
 
 
