@@ -296,7 +296,7 @@ def test_the_webhook_answers_any_headers_with_json_and_no_server_error(
 
 @pytest.fixture
 def metrics_client(make_app, app):
-    """A client of an app whose metrics a scraper reads with a token."""
+    """Give a client of an app whose metrics a scraper reads with a token."""
     return make_app(METRICS_TOKEN="metrics-token").test_client()
 
 
@@ -415,6 +415,7 @@ FORM_FIELDS = {
 
 
 def test_every_state_changing_form_is_listed(app):
+    # The webhook and the Mini App API authenticate by a header, not a cookie.
     exempt = ("/telegram/", "/app/")
     listed = {path.split("/1")[0].split("/2")[0] for path in STATE_CHANGING}
     for rule in app.url_map.iter_rules():
@@ -487,6 +488,12 @@ def test_a_token_from_another_browser_does_not_sign_in(app, client, make_staff):
 # Sessions.
 
 
+def login_token(client, base_url) -> str:
+    """Open the sign-in page at ``base_url`` and read its CSRF token."""
+    page = client.get("/login", base_url=base_url).get_data(as_text=True)
+    return page.split('<meta name="csrf-token" content="')[1].split('"')[0]
+
+
 @pytest.mark.parametrize(
     ("environment", "secure"), [("production", True), ("development", False)]
 )
@@ -498,8 +505,7 @@ def test_the_session_cookie_is_secure_in_production(
     make_staff("Alice")
     client = make_app().test_client()
     https = "https://support.example.com"
-    page = client.get("/login", base_url=https).get_data(as_text=True)
-    token = page.split('<meta name="csrf-token" content="')[1].split('"')[0]
+    token = login_token(client, https)
 
     response = client.post(
         "/login",
@@ -523,8 +529,7 @@ def test_over_https_a_form_from_another_site_is_refused(make_app, app, make_staf
     make_staff("Alice")
     client = make_app().test_client()
     https = "https://support.example.com"
-    page = client.get("/login", base_url=https).get_data(as_text=True)
-    token = page.split('<meta name="csrf-token" content="')[1].split('"')[0]
+    token = login_token(client, https)
 
     response = client.post(
         "/login",
@@ -550,6 +555,7 @@ def test_a_signed_out_browser_cannot_open_the_socket(agent_client, staff_socket)
 
 
 def _get_paths(app):
+    """Yield an address for every route that answers GET."""
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods:
             continue
