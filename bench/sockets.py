@@ -19,6 +19,7 @@ The database must exist; its tables are replaced.
 
 import argparse
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
@@ -40,6 +41,10 @@ EMAIL = "sockets@example.com"
 PASSWORD = "bench password 1"
 WEBHOOK_SECRET = "bench-webhook-secret"
 QUEUE_EVENTS = ("customer_message", "ticket_changed")
+CLIENTS = {
+    "frames": "Engine.IO frames on aiohttp websockets",
+    "socketio": "python-socketio AsyncClient",
+}
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -61,6 +66,12 @@ def parse_arguments() -> argparse.Namespace:
         type=int,
         default=10,
         help="console tabs, each its own socket, sharing one browser's session",
+    )
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="frames",
+        help="bare frames cost the clients less CPU than the full library",
     )
     parser.add_argument("--redis-url", help="REDIS_URL, to emit through the queue")
     return parser.parse_args()
@@ -199,12 +210,86 @@ async def sign_in(session, base_url: str, tabs: int) -> list[tuple[str, str]]:
     return opened
 
 
-async def run_clients(base_url: str, count: int, tabs: int, pipe) -> None:
+class Tabs:
+    """One client process's open sockets and the queue events they received."""
+
+    def __init__(self):
+        self.arrivals: dict[str, list] = {name: [] for name in QUEUE_EVENTS}
+        self.closed = 0
+        self.sockets: list = []
+
+    def record(self, name: str, data) -> None:
+        if name in self.arrivals:
+            message_id = data.get("message_id") if isinstance(data, dict) else None
+            self.arrivals[name].append((time.time(), message_id))
+
+    async def open_library_socket(self, base_url: str, cookie: str, token: str):
+        """Connect with python-socketio's client, over the websocket transport."""
+        import socketio
+
+        client = socketio.AsyncClient(reconnection=False)
+
+        @client.on("*", namespace="/staff")
+        async def any_event(name, data):
+            self.record(name, data)
+
+        @client.on("disconnect", namespace="/staff")
+        async def gone(reason=None):
+            self.closed += 1
+
+        await client.connect(
+            base_url,
+            headers={"Cookie": f"session={cookie}"},
+            auth={"csrf_token": token},
+            namespaces=["/staff"],
+            transports=["websocket"],
+            wait_timeout=60,
+        )
+        self.sockets.append(client)
+
+    async def open_frame_socket(self, http, base_url: str, cookie: str, token: str):
+        """Speak Engine.IO 4 frames on a bare websocket, the same handshake."""
+        url = (
+            base_url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+        )
+        socket = await http.ws_connect(url, headers={"Cookie": f"session={cookie}"})
+        opening = await socket.receive_str()
+        if not opening.startswith("0"):
+            raise RuntimeError(f"no Engine.IO opening: {opening[:80]}")
+        await socket.send_str("40/staff," + json.dumps({"csrf_token": token}))
+        answer = await socket.receive_str()
+        if not answer.startswith("40/staff,"):
+            raise RuntimeError(f"namespace refused: {answer[:120]}")
+        self.sockets.append(socket)
+        asyncio.create_task(self._listen(socket))
+
+    async def _listen(self, socket) -> None:
+        async for frame in socket:
+            if not isinstance(frame.data, str):
+                break
+            if frame.data == "2":
+                # The server's heartbeat; a socket that does not answer is closed.
+                await socket.send_str("3")
+            elif frame.data.startswith("42/staff,"):
+                name, *rest = json.loads(frame.data[len("42/staff,") :])
+                self.record(name, rest[0] if rest else None)
+        self.closed += 1
+
+    async def close(self) -> None:
+        """Disconnect every socket."""
+        await asyncio.gather(
+            *(
+                socket.disconnect() if hasattr(socket, "disconnect") else socket.close()
+                for socket in self.sockets
+            ),
+            return_exceptions=True,
+        )
+
+
+async def run_clients(base_url: str, count: int, tabs: int, kind: str, pipe) -> None:
     """Sign browsers in for ``count`` tabs, connect them on command, count events."""
     import aiohttp
-    import socketio
 
-    arrivals: dict[str, list] = {name: [] for name in QUEUE_EVENTS}
     loop = asyncio.get_running_loop()
 
     async def command() -> str:
@@ -227,52 +312,41 @@ async def run_clients(base_url: str, count: int, tabs: int, pipe) -> None:
     pipe.send(("signed_in", len(browsers) - len(failed), repr(failed[:1]), len(opened)))
 
     await command()
-    clients = []
+    state = Tabs()
     connect_limit = asyncio.Semaphore(25)
-
-    def recorder(name):
-        async def record(data):
-            arrivals[name].append((time.time(), data.get("message_id")))
-
-        return record
+    # Sockets stay open for the whole run: no cap on the connector's pool.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def open_socket(cookie: str, token: str):
-        client = socketio.AsyncClient(reconnection=False)
-        for name in QUEUE_EVENTS:
-            client.on(name, recorder(name), namespace="/staff")
         async with connect_limit:
-            await client.connect(
-                base_url,
-                headers={"Cookie": f"session={cookie}"},
-                auth={"csrf_token": token},
-                namespaces=["/staff"],
-                transports=["websocket"],
-                wait_timeout=60,
-            )
-        clients.append(client)
+            if kind == "socketio":
+                await state.open_library_socket(base_url, cookie, token)
+            else:
+                await state.open_frame_socket(http, base_url, cookie, token)
 
     results = await asyncio.gather(
         *(open_socket(*tab) for tab in opened), return_exceptions=True
     )
     failed = [r for r in results if isinstance(r, BaseException)]
-    transports = {client.transport() for client in clients}
-    pipe.send(("connected", len(clients), repr(failed[:1]), sorted(transports)))
+    pipe.send(("connected", len(state.sockets), repr(failed[:1])))
 
     while (order := await command()) != "stop":
         if order == "count":
-            pipe.send({name: len(times) for name, times in arrivals.items()})
+            pipe.send(
+                {name: len(times) for name, times in state.arrivals.items()}
+                | {"closed": state.closed}
+            )
         elif order == "report":
-            pipe.send(arrivals)
+            pipe.send(state.arrivals)
 
-    await asyncio.gather(
-        *(client.disconnect() for client in clients), return_exceptions=True
-    )
+    await state.close()
+    await http.close()
     pipe.send("stopped")
 
 
-def client_process(base_url: str, count: int, tabs: int, pipe) -> None:
+def client_process(base_url: str, count: int, tabs: int, kind: str, pipe) -> None:
     """Run one process's share of the browsers."""
-    asyncio.run(run_clients(base_url, count, tabs, pipe))
+    asyncio.run(run_clients(base_url, count, tabs, kind, pipe))
 
 
 def update(number: int) -> dict:
@@ -346,7 +420,13 @@ def measure(arguments, base_url, worker, context, processes, pipes) -> None:
         ours, theirs = context.Pipe()
         process = context.Process(
             target=client_process,
-            args=(base_url, share, arguments.tabs_per_sign_in, theirs),
+            args=(
+                base_url,
+                share,
+                arguments.tabs_per_sign_in,
+                arguments.client,
+                theirs,
+            ),
         )
         process.start()
         processes.append(process)
@@ -366,10 +446,9 @@ def measure(arguments, base_url, worker, context, processes, pipes) -> None:
     answers = gather(pipes, "connect")
     connect_seconds = time.monotonic() - started
     connected = sum(answer[1] for answer in answers)
-    transports = sorted({name for answer in answers for name in answer[3]})
     print(
-        f"{connected} sockets connected in {connect_seconds:.1f} s,"
-        f" transport: {', '.join(transports)}"
+        f"{connected} sockets connected in {connect_seconds:.1f} s over the"
+        f" websocket transport, client: {CLIENTS[arguments.client]}"
         + "".join(f"; failed: {a[2]}" for a in answers if a[2] != "[]")
     )
     time.sleep(5)
@@ -382,15 +461,21 @@ def measure(arguments, base_url, worker, context, processes, pipes) -> None:
         per_socket = (rss_after - rss_before) * 1024 / connected
         print(f"memory per socket: {per_socket:.0f} KiB")
 
-    broadcast(arguments, base_url, pipes, connected, worker)
+    clients = [psutil.Process(process.pid) for process in processes]
+    broadcast(arguments, base_url, pipes, connected, worker, clients)
 
 
-def broadcast(arguments, base_url, pipes, connected, worker) -> None:
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """Add up the CPU time the processes have used."""
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+def broadcast(arguments, base_url, pipes, connected, worker, clients) -> None:
     """Post customer messages to the webhook and count deliveries at the clients."""
     headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
     http = requests.Session()
     sent_at, answer_times = [], []
-    cpu_before = worker.cpu_times()
+    cpu_before = cpu_seconds([worker]), cpu_seconds(clients)
     first_post = time.time()
     for number in range(arguments.messages):
         sent_at.append(time.time())
@@ -415,18 +500,18 @@ def broadcast(arguments, base_url, pipes, connected, worker) -> None:
     posted = time.time()
 
     expected = arguments.messages * connected
-    deadline = time.monotonic() + 120
-    last = None
-    while time.monotonic() < deadline:
+    # Wait for every delivery, or until none has come for ten seconds.
+    got, progressed = -1, time.monotonic()
+    while time.monotonic() - progressed < 10:
         counts = gather(pipes, "count")
-        got = sum(count["customer_message"] for count in counts)
-        if got >= expected:
+        now_got = sum(count["customer_message"] for count in counts)
+        if now_got >= expected:
             break
-        if got == last:
-            time.sleep(2)
-        last = got
+        if now_got > got:
+            got, progressed = now_got, time.monotonic()
         time.sleep(0.5)
-    cpu_after = worker.cpu_times()
+    cpu_after = cpu_seconds([worker]), cpu_seconds(clients)
+    closed = sum(count["closed"] for count in counts)
     reports = gather(pipes, "report")
 
     arrivals = {
@@ -447,7 +532,8 @@ def broadcast(arguments, base_url, pipes, connected, worker) -> None:
     )
     every = sorted(arrivals["customer_message"] + arrivals["ticket_changed"])
     window = every[-1] - first_post if every else float("nan")
-    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    worker_cpu = cpu_after[0] - cpu_before[0]
+    client_cpu = cpu_after[1] - cpu_before[1]
 
     print(
         f"{arguments.messages} customer messages posted in {posted - first_post:.2f} s,"
@@ -470,7 +556,12 @@ def broadcast(arguments, base_url, pipes, connected, worker) -> None:
             f"post to socket latency: p50 {statistics.median(latencies):.0f} ms,"
             f" p99 {p99:.0f} ms"
         )
-    print(f"worker CPU during the broadcast: {cpu:.2f} s over {window:.2f} s")
+    print(
+        f"CPU during the broadcast: worker {worker_cpu:.2f} s"
+        f" ({worker_cpu / max(len(every), 1) * 1e6:.0f} µs per delivery),"
+        f" clients {client_cpu:.2f} s, over {window:.2f} s;"
+        f" sockets closed meanwhile: {closed}"
+    )
 
 
 if __name__ == "__main__":
