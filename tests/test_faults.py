@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 import requests
@@ -367,6 +368,36 @@ def test_every_update_answered_before_a_crash_is_stored(
     assert {each[-1].status for each in redelivered.values()} == {200}
     assert stored_update_ids(app) == Counter(u["update_id"] for u in updates)
     assert stored_messages(app) == Counter(place_of(u) for u in updates)
+
+
+def test_a_worker_killed_under_load_is_replaced_and_loses_nothing(
+    app, database_uri, serve, telegram
+):
+    server = serve(database_uri)
+    telegram.set_webhook(server.url + "/telegram/webhook", WEBHOOK_SECRET)
+    updates = messages_from([telegram.user() for _ in range(50)], 600)
+    pusher = Pusher(telegram)
+
+    pusher.start(updates)
+    wait_until(
+        lambda: len(pusher.acknowledged()) >= 150, 120, "the webhook answers nothing"
+    )
+    victim = psutil.Process(server.process.pid).children()[0]
+    victim.send_signal(signal.SIGKILL)
+    acknowledged = pusher.acknowledged()
+    stored = stored_update_ids(app)
+    pusher.join()
+
+    assert acknowledged <= set(stored)
+    assert {a.status for each in pusher.answers.values() for a in each} <= {
+        200,
+        503,
+        0,
+    }
+    assert {each[-1].status for each in pusher.answers.values()} == {200}
+    assert stored_update_ids(app) == Counter(u["update_id"] for u in updates)
+    assert stored_messages(app) == Counter(place_of(u) for u in updates)
+    assert server.log().count("Booting worker") == 3
 
 
 needs_postgresql = pytest.mark.skipif(
