@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument(
         "--messages", type=int, default=50, help="customer messages to broadcast"
+    )
+    parser.add_argument(
+        "--posters", type=int, default=1, help="threads posting to the webhook"
     )
     parser.add_argument(
         "--worker-connections",
@@ -470,33 +474,64 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return sum(sum(process.cpu_times()[:2]) for process in processes)
 
 
+def post_messages(base_url: str, arguments) -> tuple:
+    """Post the customer messages from ``--posters`` threads, each in turn.
+
+    Returns when each was sent and how long its answer took, by message
+    number, or None when the webhook did not answer.
+    """
+    headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+    sent_at = [0.0] * arguments.messages
+    answer_times = [0.0] * arguments.messages
+    numbers = iter(range(arguments.messages))
+    lock = threading.Lock()
+    timed_out = threading.Event()
+
+    def poster() -> None:
+        http = requests.Session()
+        while not timed_out.is_set():
+            with lock:
+                number = next(numbers, None)
+            if number is None:
+                return
+            sent_at[number] = time.time()
+            try:
+                response = http.post(
+                    f"{base_url}/telegram/webhook",
+                    json=update(number),
+                    headers=headers,
+                    timeout=30,
+                )
+            except requests.Timeout:
+                # gevent's pool holds worker_connections greenlets and each
+                # open socket keeps one; a request past the last one waits.
+                timed_out.set()
+                return
+            answer_times[number] = time.time() - sent_at[number]
+            if not response.ok:
+                raise SystemExit(f"webhook answered {response.status_code}")
+
+    threads = [threading.Thread(target=poster) for _ in range(arguments.posters)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if timed_out.is_set():
+        return None, None
+    return sent_at, answer_times
+
+
 def broadcast(arguments, base_url, pipes, connected, worker, clients) -> None:
     """Post customer messages to the webhook and count deliveries at the clients."""
-    headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
-    http = requests.Session()
-    sent_at, answer_times = [], []
     cpu_before = cpu_seconds([worker]), cpu_seconds(clients)
     first_post = time.time()
-    for number in range(arguments.messages):
-        sent_at.append(time.time())
-        try:
-            response = http.post(
-                f"{base_url}/telegram/webhook",
-                json=update(number),
-                headers=headers,
-                timeout=30,
-            )
-        except requests.Timeout:
-            # gevent's pool holds worker_connections greenlets; every open
-            # socket keeps one, and a request past the last waits for a free one.
-            print(
-                f"the webhook did not answer within 30 s with {connected} sockets"
-                " open: the worker's connection pool is full"
-            )
-            return
-        answer_times.append(time.time() - sent_at[-1])
-        if not response.ok:
-            raise SystemExit(f"webhook answered {response.status_code}")
+    sent_at, answer_times = post_messages(base_url, arguments)
+    if sent_at is None:
+        print(
+            f"the webhook did not answer within 30 s with {connected} sockets"
+            " open: the worker's connection pool is full"
+        )
+        return
     posted = time.time()
 
     expected = arguments.messages * connected
@@ -519,11 +554,13 @@ def broadcast(arguments, base_url, pipes, connected, worker, clients) -> None:
         for name in QUEUE_EVENTS
     }
     # Message ids rise with the posts on the fresh database: the n-th id
-    # seen is the n-th message posted.
+    # seen is the n-th message posted, when one thread posts them in turn.
     ids = sorted(
         {mid for report in reports for _, mid in report["customer_message"] if mid}
     )
-    post_of = {mid: sent_at[index] for index, mid in enumerate(ids)}
+    post_of = {}
+    if arguments.posters == 1:
+        post_of = {mid: sent_at[index] for index, mid in enumerate(ids)}
     latencies = sorted(
         (moment - post_of[mid]) * 1000
         for report in reports
@@ -536,7 +573,8 @@ def broadcast(arguments, base_url, pipes, connected, worker, clients) -> None:
     client_cpu = cpu_after[1] - cpu_before[1]
 
     print(
-        f"{arguments.messages} customer messages posted in {posted - first_post:.2f} s,"
+        f"{arguments.messages} customer messages posted by {arguments.posters}"
+        f" threads in {posted - first_post:.2f} s,"
         f" webhook answer p50 {statistics.median(answer_times) * 1000:.0f} ms,"
         f" max {max(answer_times) * 1000:.0f} ms"
     )
