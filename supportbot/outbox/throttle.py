@@ -4,16 +4,22 @@ Per-chat pacing needs no shared state of its own: a chat's rows go one at a
 time, so the sent rows in the database tell when its next one may go. The
 overall rate and a pause for every chat are shared by all senders: in Redis
 when ``REDIS_URL`` is set, so that several worker processes keep to one budget,
-and otherwise in this process only.
+and otherwise in this process only. While Redis is unreachable each process
+keeps to the budget on its own, so that messages still go.
 """
 
+import logging
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 
+from redis import RedisError
+
 from .settings import Rate
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -128,19 +134,44 @@ class RedisThrottle:
         self._chat_pauses_key = f"{prefix}:chat-pauses"
         self._reserve = redis.register_script(_RESERVE)
         self._rate_limited = redis.register_script(_RATE_LIMITED)
+        self._local = LocalThrottle(rate)
+        self._unreachable = False
 
     def reserve(self) -> Verdict:
         """Take a slot for one call now, or say how long until one is free."""
-        wait, paused = self._reserve(
-            keys=[self._sent_key, self._pause_key],
-            args=[self.rate.count, int(self.rate.seconds * 1000), uuid.uuid4().hex],
-        )
+        try:
+            wait, paused = self._reserve(
+                keys=[self._sent_key, self._pause_key],
+                args=[self.rate.count, int(self.rate.seconds * 1000), uuid.uuid4().hex],
+            )
+        except RedisError as error:
+            self._note_unreachable(error)
+            return self._local.reserve()
+        self._note_reachable()
         return Verdict(int(wait) / 1000, paused=bool(paused))
 
     def rate_limited(self, chat_id: int, retry_after: float) -> bool:
         """Note a 429 for ``chat_id``; return True when it now pauses every chat."""
-        applies_to_all = self._rate_limited(
-            keys=[self._chat_pauses_key, self._pause_key],
-            args=[chat_id, int(retry_after * 1000)],
-        )
+        try:
+            applies_to_all = self._rate_limited(
+                keys=[self._chat_pauses_key, self._pause_key],
+                args=[chat_id, int(retry_after * 1000)],
+            )
+        except RedisError as error:
+            self._note_unreachable(error)
+            return self._local.rate_limited(chat_id, retry_after)
+        self._note_reachable()
         return bool(applies_to_all)
+
+    def _note_unreachable(self, error: Exception) -> None:
+        if not self._unreachable:
+            self._unreachable = True
+            logger.warning(
+                "outbox rates kept in this process only, Redis is unreachable: %s",
+                error,
+            )
+
+    def _note_reachable(self) -> None:
+        if self._unreachable:
+            self._unreachable = False
+            logger.info("outbox rates shared through Redis again")
