@@ -77,6 +77,7 @@ def parse_arguments() -> argparse.Namespace:
         default="frames",
         help="bare frames cost the clients less CPU than the full library",
     )
+    parser.add_argument("--server-log", help="keep gunicorn's output in this file")
     parser.add_argument("--redis-url", help="REDIS_URL, to emit through the queue")
     return parser.parse_args()
 
@@ -143,7 +144,7 @@ def start_server(arguments, port: int, scratch: str) -> subprocess.Popen:
     if arguments.worker_connections:
         command += ["--worker-connections", str(arguments.worker_connections)]
     command.append("wsgi:app")
-    log = open(os.path.join(scratch, "gunicorn.log"), "wb")
+    log = open(arguments.server_log or os.path.join(scratch, "gunicorn.log"), "wb")
     return subprocess.Popen(
         command,
         cwd=ROOT,
@@ -261,11 +262,18 @@ class Tabs:
         if not opening.startswith("0"):
             raise RuntimeError(f"no Engine.IO opening: {opening[:80]}")
         await socket.send_str("40/staff," + json.dumps({"csrf_token": token}))
-        answer = await socket.receive_str()
-        if not answer.startswith("40/staff,"):
-            raise RuntimeError(f"namespace refused: {answer[:120]}")
+        # The room is joined before the answer goes out, so a broadcast may
+        # arrive first.
+        while not (answer := await socket.receive_str()).startswith("40/staff,"):
+            if not answer.startswith("42/staff,"):
+                raise RuntimeError(f"namespace refused: {answer[:120]}")
+            self._event(answer)
         self.sockets.append(socket)
         asyncio.create_task(self._listen(socket))
+
+    def _event(self, frame: str) -> None:
+        name, *rest = json.loads(frame[len("42/staff,") :])
+        self.record(name, rest[0] if rest else None)
 
     async def _listen(self, socket) -> None:
         async for frame in socket:
@@ -275,8 +283,7 @@ class Tabs:
                 # The server's heartbeat; a socket that does not answer is closed.
                 await socket.send_str("3")
             elif frame.data.startswith("42/staff,"):
-                name, *rest = json.loads(frame.data[len("42/staff,") :])
-                self.record(name, rest[0] if rest else None)
+                self._event(frame.data)
         self.closed += 1
 
     async def close(self) -> None:
@@ -394,10 +401,12 @@ def main() -> None:
         try:
             worker = wait_for_worker(server, base_url)
             if not measure(arguments, base_url, worker, context, processes, pipes):
-                lines = Path(scratch, "gunicorn.log").read_text().splitlines()
+                log = arguments.server_log or Path(scratch, "gunicorn.log")
+                lines = Path(log).read_text().splitlines()
                 print("gunicorn's last lines:", *lines[-8:], sep="\n  ")
         except BaseException:
-            print(Path(scratch, "gunicorn.log").read_text()[-3000:], file=sys.stderr)
+            log = arguments.server_log or Path(scratch, "gunicorn.log")
+            print(Path(log).read_text()[-3000:], file=sys.stderr)
             raise
         finally:
             for pipe in pipes:
@@ -558,7 +567,8 @@ def broadcast(arguments, base_url, pipes, connected, worker, clients) -> bool:
         {mid for report in reports for _, mid in report["customer_message"] if mid}
     )
     post_of = {}
-    if arguments.posters == 1:
+    # Events of other apps on the same Redis would make the ids more.
+    if arguments.posters == 1 and len(ids) == arguments.messages:
         post_of = {mid: sent_at[index] for index, mid in enumerate(ids)}
     latencies = sorted(
         (moment - post_of[mid]) * 1000
