@@ -383,10 +383,18 @@ def gather(pipes, order: str | None = None) -> list:
     return [pipe.recv() for pipe in pipes]
 
 
+def stop_on_signal(number, frame) -> None:
+    """Leave through the clean-up, once, however many times the signal comes."""
+    # ``timeout`` and shells signal the whole process group, this process too.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(128 + number)
+
+
 def main() -> None:
     """Connect the sockets, measure memory, broadcast, and print the figures."""
     arguments = parse_arguments()
     logging.disable(logging.WARNING)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = min(hard, max(soft, 4 * arguments.sockets + 1024))
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
