@@ -1,4 +1,4 @@
-"""Two gunicorn processes and an outbox worker sharing one database and Redis."""
+"""Real gunicorn servers and an outbox worker sharing one database and Redis."""
 
 import os
 import socket

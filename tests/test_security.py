@@ -468,6 +468,18 @@ def credentials(app) -> list[tuple]:
         ]
 
 
+def test_a_form_part_without_a_name_is_refused_like_any_form_without_a_token(
+    client,
+):
+    # A line break in the field name leaves the part with no name at all.
+    response = client.post(
+        "/login", data={"\r": "x"}, content_type="multipart/form-data"
+    )
+
+    assert response.status_code == 400
+    assert "The CSRF token is missing." in response.get_data(as_text=True)
+
+
 def test_a_token_from_another_browser_does_not_sign_in(app, client, make_staff):
     make_staff("Alice")
     token = csrf_token_of(app.test_client(), "/login")
