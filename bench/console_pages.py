@@ -28,13 +28,11 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, text
 
 from supportbot import create_app
 from supportbot.config import database_url, engine_options
-from supportbot.console import queries
 from supportbot.extensions import db
-from supportbot.models import Message, MessageKind, Staff, Ticket, TicketRead
 
 TARGET_MS = 50.0
 EMAIL = "bench@example.com"
@@ -84,32 +82,6 @@ def parse_arguments() -> argparse.Namespace:
         help="print EXPLAIN ANALYZE of the slowest query of each page over target",
     )
     return parser.parse_args()
-
-
-def unread_count_is_per_ticket() -> bool:
-    """Tell whether the unread count reads the marker of each row's own ticket."""
-    probe = select(Ticket.id, queries.unread_count(Staff(id=1)))
-    # Uncorrelated, the marker subquery lists ticket in its own FROM and
-    # returns every marker of the staff member, not the row's.
-    return "FROM ticket_read, ticket" not in str(probe)
-
-
-def per_ticket_unread_count(staff: Staff):
-    """Count a ticket's unread customer messages, its marker tied to the row."""
-    read_up_to = (
-        select(TicketRead.last_read_message_id)
-        .where(TicketRead.staff_id == staff.id)
-        .where(TicketRead.ticket_id == Ticket.id)
-        .correlate(Ticket)
-        .scalar_subquery()
-    )
-    return (
-        select(func.count(Message.id))
-        .where(Message.ticket_id == Ticket.id)
-        .where(Message.kind == MessageKind.CUSTOMER)
-        .where(Message.id > func.coalesce(read_up_to, 0))
-        .scalar_subquery()
-    )
 
 
 def make_app(url: str, scratch: str):
@@ -273,14 +245,6 @@ def main() -> None:
     """Render each page many times and print percentiles and query counts."""
     arguments = parse_arguments()
     logging.disable(logging.WARNING)
-    if not unread_count_is_per_ticket():
-        # As shipped, PostgreSQL refuses the queue once a staff member has read
-        # two tickets; the run measures the queries as they are meant to be.
-        queries.unread_count = per_ticket_unread_count
-        print(
-            "note: queries.unread_count does not correlate its read marker to the"
-            " row's ticket; measuring with it correlated (.correlate(Ticket))"
-        )
     with tempfile.TemporaryDirectory() as scratch:
         full = Site(arguments.database_url, scratch)
         sites = [full]

@@ -374,7 +374,7 @@ class Dataset:
             ticket_id, customer, status, assignee, messages = conversation
             waiting_since = first_response = None
             subject = ""
-            last_read = 0
+            last_read = read_count = customer_count = 0
             last_text = ""
             rows = []
             for position, (moment, kind) in enumerate(messages):
@@ -384,6 +384,7 @@ class Dataset:
                 if kind == "customer":
                     text_value = writer.opener() if position == 0 else writer.customer()
                     chat = customer
+                    customer_count += 1
                     telegram_id = telegram_ids[customer] = (
                         telegram_ids.get(customer, 0) + 1
                     )
@@ -423,7 +424,7 @@ class Dataset:
                 if position == 0:
                     subject = tickets.subject_from(text_value)
                 if staff_id == assignee and kind != "customer":
-                    last_read = message_id
+                    last_read, read_count = message_id, customer_count
                 rows.append(
                     (
                         message_id,
@@ -450,10 +451,10 @@ class Dataset:
                 waiting_since = None
                 updated = self._event(ticket_id, assignee, "closed", closed_at, updated)
             if assignee is not None and last_read:
-                self.reads.append((assignee, ticket_id, last_read))
+                self.reads.append((assignee, ticket_id, last_read, read_count))
             if ticket_id % 3 == 0 and status != "closed":
                 # Some tickets the bench agent has caught up on, to vary unread counts.
-                self.reads.append((1, ticket_id, rows[-1][0]))
+                self.reads.append((1, ticket_id, rows[-1][0], customer_count))
 
             preview = tickets.subject_from(last_text)
             self.tickets.append(
@@ -474,6 +475,7 @@ class Dataset:
                     preview,
                     rng.randint(1, 5) if closed_at and rng.random() < 0.3 else None,
                     None,
+                    customer_count,
                 ]
             )
 
@@ -501,11 +503,12 @@ COLUMNS = {
     " session_token",
     "ticket": "id, customer_id, subject, category, status, priority, assignee_id,"
     " created_at, updated_at, waiting_since, first_response_at, closed_at,"
-    " last_message_at, last_message_preview, rating, customer_seen_message_id",
+    " last_message_at, last_message_preview, rating, customer_seen_message_id,"
+    " customer_message_count",
     "message": "id, ticket_id, kind, staff_id, text, telegram_chat_id,"
     " telegram_message_id, attachment, created_at, edited_at",
     "ticket_event": "ticket_id, staff_id, kind, detail, created_at",
-    "ticket_read": "staff_id, ticket_id, last_read_message_id",
+    "ticket_read": "staff_id, ticket_id, last_read_message_id, read_count",
     "outbox_message": "chat_id, method, payload, message_id, status, attempts,"
     " next_attempt_at, error, telegram_message_id, created_at, queued_at, sent_at,"
     " part, parts, first_part_id",

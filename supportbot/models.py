@@ -173,6 +173,8 @@ class Ticket(db.Model):
     # The latest message, kept here so that the queue needs no join to show it.
     last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_message_preview: Mapped[str] = mapped_column(String(200), default="")
+    # Customer messages so far, kept here so that unread counts need no count.
+    customer_message_count: Mapped[int] = mapped_column(default=0)
     rating: Mapped[int | None] = mapped_column()
     # The latest staff reply the customer has seen in the Mini App.
     customer_seen_message_id: Mapped[int | None] = mapped_column()
@@ -192,6 +194,14 @@ class Ticket(db.Model):
         Index("ix_ticket_assignee_id_status", "assignee_id", "status"),
         Index("ix_ticket_status_updated_at", "status", "updated_at"),
         Index("ix_ticket_status_closed_at", "status", "closed_at"),
+        # The unread total over every unclosed ticket, read from the index alone.
+        Index(
+            "ix_ticket_unclosed_message_count",
+            "id",
+            "customer_message_count",
+            postgresql_where=db.text("status <> 'closed'"),
+            sqlite_where=db.text("status <> 'closed'"),
+        ),
         Index(
             "ix_ticket_subject_search",
             func.to_tsvector(literal_column("'simple'"), subject),
@@ -230,6 +240,9 @@ class TicketRead(db.Model):
     staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
     last_read_message_id: Mapped[int] = mapped_column(default=0)
+    # The ticket's customer message count when they last read it: the queue
+    # subtracts it from the ticket's count, with no count over messages.
+    read_count: Mapped[int] = mapped_column(default=0)
 
 
 class CannedReply(db.Model):

@@ -127,6 +127,8 @@ def add_customer_message(
         ticket.waiting_since = utcnow()
     # A pending ticket waits on the customer; their answer puts it back in queue.
     ticket.status = TicketStatus.OPEN
+    # Counted by the database, so that concurrent messages are all counted.
+    ticket.customer_message_count = Ticket.customer_message_count + 1
     _record_message(ticket, message)
 
     logger.info(
@@ -369,11 +371,19 @@ def mark_read(ticket: Ticket, staff: Staff) -> None:
     if latest is None:
         return
 
+    count = db.session.scalar(
+        select(Ticket.customer_message_count).where(Ticket.id == ticket.id)
+    )
     if not insert_or_ignore(
-        TicketRead, staff_id=staff.id, ticket_id=ticket.id, last_read_message_id=latest
+        TicketRead,
+        staff_id=staff.id,
+        ticket_id=ticket.id,
+        last_read_message_id=latest,
+        read_count=count,
     ):
         read = db.session.get(TicketRead, (staff.id, ticket.id))
         read.last_read_message_id = max(read.last_read_message_id, latest)
+        read.read_count = max(read.read_count, count)
 
 
 def open_request(

@@ -168,6 +168,31 @@ def test_ticket_page_shows_history_and_marks_read(agent_client, customer_ticket)
     assert agent_client.get("/console/unread").json == {"unread": 0}
 
 
+def test_unread_counts_follow_each_ticket_and_each_reader(
+    app, agent_client, make_staff, send_update, telegram
+):
+    carol, dan = telegram.user(first_name="Carol"), telegram.user(first_name="Dan")
+    for user, text in [(carol, "One"), (dan, "Two"), (carol, "Three")]:
+        send_update(user.text(text))
+    with app.app_context():
+        carols, dans = db.session.scalars(select(Ticket.id).order_by(Ticket.id))
+    make_staff("Bob")
+    bob = app.test_client()
+    log_in(bob, "bob@example.com")
+
+    agent_client.get(f"/console/tickets/{carols}")
+    agent_client.get(f"/console/tickets/{dans}")
+    send_update(dan.text("Four"))
+    send_update(dan.text("Five"))
+    queue = agent_client.get("/console/").get_data(as_text=True)
+
+    assert agent_client.get("/console/unread").json == {"unread": 2}
+    assert bob.get("/console/unread").json == {"unread": 5}
+    assert f'data-ticket-id="{carols}" data-unread="0"' in queue
+    assert f'data-ticket-id="{dans}" data-unread="2"' in queue
+    assert "<title>(2) Queue" in queue
+
+
 def test_unknown_ticket_is_404(agent_client):
     response = agent_client.get("/console/tickets/999999")
 
