@@ -1,6 +1,7 @@
 """Live console events over Socket.IO, with clients that share the session."""
 
 import threading
+import time
 
 import requests
 import socketio as socketio_package
@@ -9,6 +10,7 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from supportbot.extensions import db
+from supportbot.live import channel_for
 from supportbot.models import Ticket
 
 from helpers import PASSWORD, csrf_token_of, log_in
@@ -201,7 +203,9 @@ def test_delivery_state_reaches_the_ticket_room(
     assert [state["status"] for state in states] == ["sending", "sent"]
 
 
-def test_events_from_another_process_arrive_through_redis(make_app, app, make_staff):
+def test_events_from_another_process_arrive_through_redis_and_no_others(
+    make_app, app, make_staff
+):
     redis_url = "redis://127.0.0.1:6379/15"
     server = make_server("127.0.0.1", 0, None, threaded=True)
     base_url = f"http://127.0.0.1:{server.server_port}"
@@ -216,8 +220,14 @@ def test_events_from_another_process_arrive_through_redis(make_app, app, make_st
     )
     token = _meta_token(browser.get(f"{base_url}/console/").text)
     arrived = threading.Event()
+    received = []
+
+    def on_ticket_changed(data):
+        received.append(data)
+        arrived.set()
+
     client = socketio_package.Client(http_session=browser)
-    client.on("ticket_changed", lambda data: arrived.set(), namespace="/staff")
+    client.on("ticket_changed", on_ticket_changed, namespace="/staff")
     client.connect(
         base_url,
         namespaces=["/staff"],
@@ -228,11 +238,18 @@ def test_events_from_another_process_arrive_through_redis(make_app, app, make_st
     )
 
     try:
+        # Another deployment on the same Redis server, in another database.
+        SocketIO(
+            message_queue="redis://127.0.0.1:6379/14",
+            channel=channel_for("redis://127.0.0.1:6379/14"),
+        ).emit("ticket_changed", {"ticket_id": 66}, to="queue", namespace="/staff")
         # What a worker process does: emit through the queue, with no server.
-        SocketIO(message_queue=redis_url).emit(
+        SocketIO(message_queue=redis_url, channel=channel_for(redis_url)).emit(
             "ticket_changed", {"ticket_id": 77}, to="queue", namespace="/staff"
         )
         assert arrived.wait(5)
+        time.sleep(0.5)
+        assert [event["ticket_id"] for event in received] == [77]
     finally:
         client.disconnect()
         server.shutdown()

@@ -7,6 +7,7 @@ rendered row or message, so markup is made in one place, by the templates.
 """
 
 import logging
+from urllib.parse import urlsplit
 
 from flask import Flask
 
@@ -29,6 +30,7 @@ def init_app(app: Flask) -> None:
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         message_queue=app.config["REDIS_URL"] or None,
+        channel=channel_for(app.config["REDIS_URL"]),
         # None checks the Origin header against the request's own host; a
         # public address behind a proxy is named explicitly.
         cors_allowed_origins=[public_url] if public_url else None,
@@ -45,6 +47,16 @@ def init_app(app: Flask) -> None:
     writer = app.extensions.get("supportbot.logs")
     if writer is not None:
         writer.add_listener(_on_log_records)
+
+
+def channel_for(redis_url: str | None) -> str:
+    """Name the Redis channel that carries Socket.IO events between processes.
+
+    Redis publishes to every database at once, so the name carries the
+    database number: apps on different numbers never hear each other's tickets.
+    """
+    database = urlsplit(redis_url or "").path.strip("/") or "0"
+    return f"supportbot-socketio-{database}"
 
 
 def _on_ticket_changed(app, ticket_id: int, **details) -> None:
