@@ -23,7 +23,9 @@ bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')
 # gevent worker serves many clients; run more servers behind a sticky proxy.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gevent"
-worker_connections = 1000
+# Each open console or Mini App holds a connection: leave room for requests
+# beside a thousand of them.
+worker_connections = 2000
 timeout = 30
 graceful_timeout = 20
 accesslog = "-"
