@@ -274,7 +274,10 @@
     });
 
     document.addEventListener("ticket-joined", async () => {
-      const html = await fetchHtml(`/console/tickets/${ticketId}/timeline`);
+      // The same part of the history as the page: its latest, or all of it.
+      const html = await fetchHtml(
+        `/console/tickets/${ticketId}/timeline${window.location.search}`,
+      );
       if (html !== null) timeline.innerHTML = html;
       scrollToEnd();
       markRead();

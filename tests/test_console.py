@@ -193,6 +193,35 @@ def test_unread_counts_follow_each_ticket_and_each_reader(
     assert "<title>(2) Queue" in queue
 
 
+def test_a_long_history_shows_its_latest_part_and_the_rest_on_request(
+    app, make_staff, send_update, telegram
+):
+    user = telegram.user(first_name="Carol")
+    for number in range(1, 8):
+        send_update(user.text(f"Message number {number}"))
+    with app.app_context():
+        ticket_id = db.session.scalars(select(Ticket.id)).one()
+    make_staff("Alice")
+    client = app.test_client()
+    log_in(client, "alice@example.com")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("supportbot.console.views.TIMELINE_LENGTH", 3)
+        latest = client.get(f"/console/tickets/{ticket_id}").get_data(as_text=True)
+        caught_up = client.get(f"/console/tickets/{ticket_id}/timeline").get_data(
+            as_text=True
+        )
+        whole = client.get(f"/console/tickets/{ticket_id}?all=1").get_data(as_text=True)
+
+    shown = latest.split('id="timeline"')[1]
+    assert [n for n in range(1, 8) if f"Message number {n}<" in shown] == [5, 6, 7]
+    assert "Show 4 earlier entries" in latest
+    assert f"/console/tickets/{ticket_id}?all=1" in latest
+    assert "Show 4 earlier entries" in caught_up
+    assert all(f"Message number {n}<" in whole for n in range(1, 8))
+    assert "earlier entr" not in whole
+
+
 def test_unknown_ticket_is_404(agent_client):
     response = agent_client.get("/console/tickets/999999")
 

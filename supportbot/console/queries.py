@@ -160,25 +160,63 @@ def total_unread(staff: Staff) -> int:
 
 
 def ticket_for_view(ticket_id: int) -> Ticket | None:
-    """Load a ticket with everything its page shows."""
+    """Load a ticket with the customer and assignee its page shows."""
     return db.session.scalar(
         select(Ticket)
         .where(Ticket.id == ticket_id)
-        .options(
-            joinedload(Ticket.customer),
-            joinedload(Ticket.assignee),
-            selectinload(Ticket.messages).selectinload(Message.revisions),
-            selectinload(Ticket.messages).joinedload(Message.staff),
-            selectinload(Ticket.events).joinedload(TicketEvent.staff),
-        )
+        .options(joinedload(Ticket.customer), joinedload(Ticket.assignee))
     )
 
 
-def timeline(ticket: Ticket) -> list:
-    """Merge messages and events in the order they happened."""
-    items = [("message", m) for m in ticket.messages]
-    items += [("event", e) for e in ticket.events]
-    return sorted(items, key=lambda item: item[1].created_at)
+@dataclass
+class Timeline:
+    """The latest messages and events of a ticket, in the order they happened."""
+
+    items: list  # ("message", Message) and ("event", TicketEvent) pairs
+    earlier: int  # how many older ones are left out
+
+    @property
+    def messages(self) -> list[Message]:
+        return [item for kind, item in self.items if kind == "message"]
+
+
+def timeline(ticket: Ticket, limit: int | None = None) -> Timeline:
+    """Merge the ticket's messages and events; only the latest ``limit`` of them.
+
+    A long conversation renders its recent part: each kind is read newest
+    first, one row past ``limit`` to tell whether any are left out, so the
+    work does not grow with the conversation's length.
+    """
+    fetch = None if limit is None else limit + 1
+    messages = (
+        select(Message)
+        .where(Message.ticket_id == ticket.id)
+        .options(selectinload(Message.revisions), joinedload(Message.staff))
+        .order_by(Message.id.desc())
+        .limit(fetch)
+    )
+    events = (
+        select(TicketEvent)
+        .where(TicketEvent.ticket_id == ticket.id)
+        .options(joinedload(TicketEvent.staff))
+        .order_by(TicketEvent.id.desc())
+        .limit(fetch)
+    )
+    items = [("message", m) for m in reversed(db.session.scalars(messages).all())]
+    items += [("event", e) for e in reversed(db.session.scalars(events).all())]
+    items.sort(key=lambda item: item[1].created_at)
+    if limit is None or len(items) <= limit:
+        return Timeline(items=items, earlier=0)
+
+    shown = items[-limit:]
+    total = db.session.scalar(
+        select(func.count()).select_from(Message).where(Message.ticket_id == ticket.id)
+    ) + db.session.scalar(
+        select(func.count())
+        .select_from(TicketEvent)
+        .where(TicketEvent.ticket_id == ticket.id)
+    )
+    return Timeline(items=shown, earlier=total - len(shown))
 
 
 def deliveries(message_ids: list[int]) -> dict[int, OutboxMessage]:

@@ -29,6 +29,9 @@ from . import queries
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
+# Timeline entries a ticket page shows at first; older ones are a click away.
+TIMELINE_LENGTH = 200
+
 
 @bp.before_request
 @login_required
@@ -80,7 +83,6 @@ def ticket(ticket_id: int):
 
     return render_template(
         "console/ticket.html",
-        ticket=found,
         **_timeline_of(found),
         **_state_choices(),
         canned=canned.all_replies(),
@@ -89,7 +91,7 @@ def ticket(ticket_id: int):
 
 @bp.get("/tickets/<int:ticket_id>/timeline")
 def ticket_timeline(ticket_id: int):
-    """Render a ticket's whole timeline, for catching up after (re)connecting."""
+    """Render a ticket's timeline, for catching up after (re)connecting."""
     found = _ticket_with_history(ticket_id)
     return render_template("console/_timeline.html", **_timeline_of(found))
 
@@ -228,9 +230,14 @@ def _ticket_with_history(ticket_id: int) -> Ticket:
 
 
 def _timeline_of(ticket: Ticket) -> dict:
-    replies = [m.id for m in ticket.messages if m.kind is MessageKind.REPLY]
+    # ?all=1 shows the whole history; otherwise its latest part.
+    limit = None if request.args.get("all") == "1" else TIMELINE_LENGTH
+    timeline = queries.timeline(ticket, limit)
+    replies = [m.id for m in timeline.messages if m.kind is MessageKind.REPLY]
     return {
-        "timeline": queries.timeline(ticket),
+        "ticket": ticket,
+        "timeline": timeline.items,
+        "earlier": timeline.earlier,
         "deliveries": queries.deliveries(replies),
     }
 
