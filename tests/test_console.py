@@ -96,6 +96,23 @@ def test_queue_search_finds_subjects_messages_and_customers(
     assert shown("100%_") == set()
 
 
+def test_queue_search_for_a_number_finds_that_ticket_or_the_text(
+    app, agent_client, send_update, telegram
+):
+    send_update(telegram.user(first_name="Pat").text("Printer jammed"))
+    send_update(telegram.user(first_name="Quinn").text("Same as ticket #1 and 1"))
+    with app.app_context():
+        first = db.session.scalars(select(Ticket.id).order_by(Ticket.id)).first()
+
+    def shown(search):
+        page = agent_client.get("/console/", query_string={"q": search})
+        text = page.get_data(as_text=True)
+        return {s for s in ("Printer jammed", "Same as ticket") if s in text}
+
+    assert shown(f"#{first}") == {"Printer jammed"}
+    assert shown(str(first)) == {"Printer jammed", "Same as ticket"}
+
+
 def test_queue_sorts_longest_waiting_first(app, agent_client, send_update, telegram):
     send_update(telegram.user(first_name="First").text("first in line"))
     send_update(telegram.user(first_name="Second").text("second in line"))

@@ -85,6 +85,9 @@ def _conditions(queue_filter: QueueFilter, staff: Staff) -> list:
 
 def _matches(search: str):
     number = parse_id(search.lstrip("#"))
+    if number is not None and search.startswith("#"):
+        # "#42" names a ticket; a bare "42" may also be in a message.
+        return Ticket.id == number
     by_number = [] if number is None else [select(Ticket.id).where(Ticket.id == number)]
 
     if db.session.get_bind().dialect.name == "postgresql":
