@@ -35,8 +35,13 @@ PENDING = "supportbot.events.pending"
 
 
 def announce(signal, **payload) -> None:
-    """Publish ``signal`` with ``payload`` when the current transaction commits."""
-    db.session.info.setdefault(PENDING, []).append((signal, payload))
+    """Publish ``signal`` with ``payload`` when the current transaction commits.
+
+    The same event announced twice in one transaction is published once.
+    """
+    pending = db.session.info.setdefault(PENDING, [])
+    if (signal, payload) not in pending:
+        pending.append((signal, payload))
 
 
 def _publish_after_commit(session: Session) -> None:

@@ -34,8 +34,9 @@ def test_new_customer_message_reaches_the_queue(
 
     events = received(socket)
     names = [e["name"] for e in events]
-    assert "ticket_changed" in names
-    assert "customer_message" in names
+    # Every open queue fetches the row on each event: one of each is enough.
+    assert names.count("ticket_changed") == 1
+    assert names.count("customer_message") == 1
 
 
 def test_ticket_room_gets_messages_events_and_state(
