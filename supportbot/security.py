@@ -1,7 +1,8 @@
-"""Forms read safely, and response headers that keep the console's pages to
-themselves."""
+"""Forms read safely, the client as a trusted proxy saw it, and response headers
+that keep the console's pages to themselves."""
 
 from flask import Flask, Request, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 CONSOLE_POLICY = "; ".join(
     [
@@ -36,6 +37,11 @@ class SafeFormRequest(Request):
 def init_app(app: Flask) -> None:
     """Read forms safely and add the security headers to every response."""
     app.request_class = SafeFormRequest
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        # The client's address and scheme as the proxies in front received
+        # them: sign-in limits count each client, not the proxy.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
 
     @app.after_request
     def add_security_headers(response):

@@ -79,6 +79,25 @@ def test_login_is_limited_per_address(make_app, app, make_staff):
     assert statuses == [200, 200, 429]
 
 
+@pytest.mark.parametrize("proxies, separate", [(0, False), (1, True)])
+def test_behind_a_trusted_proxy_each_client_has_its_own_limit(
+    make_app, app, proxies, separate
+):
+    limited = make_app(LOGIN_RATE_LIMIT_PER_IP="2/minute", TRUSTED_PROXIES=proxies)
+
+    def attempt(address):
+        client = limited.test_client()
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = address
+        return log_in(client, "nobody@example.com", "wrong password!").status_code
+
+    first, second = attempt("203.0.113.5"), attempt("203.0.113.5")
+    other = attempt("198.51.100.7")
+
+    assert [first, second] == [200, 200]
+    # Without a trusted proxy the header is anyone's to forge, and ignored.
+    assert other == (200 if separate else 429)
+
+
 def test_next_parameter_never_leaves_the_site(app, client, make_staff):
     make_staff("Alice")
     token = csrf_token_of(client, "/login")
