@@ -120,12 +120,12 @@ class Config:
         # this process's memory instead of failing every sign-in.
         self.RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
         self.LOGIN_RATE_LIMIT_PER_IP = self._str("LOGIN_RATE_LIMIT_PER_IP", "20/minute")
-        self.TRUSTED_PROXIES = self._int("TRUSTED_PROXIES", 0)
-        if self.TRUSTED_PROXIES < 0:
-            raise ConfigError("TRUSTED_PROXIES must be 0 or more.")
         self.LOGIN_RATE_LIMIT_PER_ACCOUNT = self._str(
             "LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute"
         )
+        self.TRUSTED_PROXIES = self._int("TRUSTED_PROXIES", 0)
+        if self.TRUSTED_PROXIES < 0:
+            raise ConfigError("TRUSTED_PROXIES must be 0 or more.")
         self.FIRST_RESPONSE_TARGET_MINUTES = self._int(
             "FIRST_RESPONSE_TARGET_MINUTES", 60
         )
