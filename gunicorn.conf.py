@@ -31,6 +31,9 @@ graceful_timeout = 20
 accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Nothing here uses gunicorn's control socket, whose one path per user would
+# be shared by every server on the host.
+control_socket_disable = True
 
 
 def on_starting(server):

@@ -119,6 +119,12 @@ class Config:
         # While Redis is unreachable, Flask-Limiter keeps the sign-in limits in
         # this process's memory instead of failing every sign-in.
         self.RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+        if self.REDIS_URL:
+            # A Redis that stops answering delays a sign-in by seconds at most.
+            self.RATELIMIT_STORAGE_OPTIONS = {
+                "socket_timeout": 2,
+                "socket_connect_timeout": 2,
+            }
         self.LOGIN_RATE_LIMIT_PER_IP = self._str("LOGIN_RATE_LIMIT_PER_IP", "20/minute")
         self.LOGIN_RATE_LIMIT_PER_ACCOUNT = self._str(
             "LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute"

@@ -41,6 +41,10 @@ __all__ = [
 ]
 
 
+# Seconds a call to Redis may take.
+REDIS_TIMEOUT = 3.0
+
+
 def init_app(app: Flask) -> None:
     """Set up the app's outbox, and a delivery thread when the configuration asks."""
     from .cli import cli
@@ -70,7 +74,11 @@ def _outbox_for(app: Flask) -> Outbox:
     if not redis_url:
         return Outbox(settings, LocalThrottle(settings.overall), Doorbell(), postgres)
 
-    client = redis.Redis.from_url(redis_url)
+    # A Redis that stops answering fails a call in seconds, and senders carry
+    # on without it, rather than hanging.
+    client = redis.Redis.from_url(
+        redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+    )
     # Telegram's limits are per bot, so every process of one bot shares them.
     prefix = f"supportbot:outbox:{_bot_id(app.config['TELEGRAM_BOT_TOKEN'])}"
     return Outbox(
