@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from supportbot.extensions import db
 from supportbot.miniapp.initdata import sign_user
-from supportbot.models import Staff, Ticket, TicketPriority, TicketStatus
+from supportbot.models import Message, Staff, Ticket, TicketPriority, TicketStatus
 from supportbot.routing import MAX_ID
 
 from helpers import PASSWORD, csrf_token_of, log_in
@@ -41,6 +41,13 @@ query_strings = st.dictionaries(
     numbers.map(str) | any_text,
     max_size=3,
 )
+
+
+def holds_nul(query: dict) -> bool:
+    """Tell whether a query string carries a NUL character, which is refused."""
+    return any("\x00" in key + value for key, value in query.items())
+
+
 content_types = (
     st.sampled_from(
         [
@@ -193,7 +200,9 @@ def test_the_mini_app_api_never_answers_a_server_error(
     if response.status_code >= 400:
         assert_json_error(response)
     routed = "{id}" not in path or ids.get(ticket, ticket) <= MAX_ID
-    if caller not in ("customer", "stranger") and routed:
+    if holds_nul(query):
+        assert response.status_code == 400
+    elif caller not in ("customer", "stranger") and routed:
         assert response.status_code == 401
     elif caller == "customer" and "{id}" in path and ticket == "other":
         assert response.status_code == 404
@@ -288,7 +297,9 @@ def test_the_webhook_answers_any_headers_with_json_and_no_server_error(
 
     assert response.status_code < 500, response.get_data(as_text=True)
     assert response.is_json
-    if secret != WEBHOOK_SECRET:
+    if holds_nul(query):
+        assert response.status_code == 400
+    elif secret != WEBHOOK_SECRET:
         assert response.status_code == 403
     with app.app_context():
         db.session.remove()
@@ -317,7 +328,9 @@ def test_health_and_metrics_answer_any_caller_without_a_server_error(
     assert response.status_code < 500 or (
         path == "/readyz" and response.status_code == 503
     )
-    if path == "/metrics":
+    if holds_nul(query):
+        assert response.status_code == 400
+    elif path == "/metrics":
         expected = 200 if authorization == "Bearer metrics-token" else 401
         assert response.status_code == expected
 
@@ -495,6 +508,45 @@ def test_a_token_from_another_browser_does_not_sign_in(app, client, make_staff):
 
     assert response.status_code == 400
     assert client.get("/console/").status_code == 302
+
+
+# NUL characters: PostgreSQL text cannot hold them, and no field means one.
+
+
+def test_a_nul_in_an_update_is_dropped_and_the_rest_stored(app, send_update, telegram):
+    response = send_update(telegram.user().text("my order\u0000 is late"))
+
+    assert response.status_code == 200
+    with app.app_context():
+        assert db.session.scalars(select(Message.text)).all() == ["my order is late"]
+
+
+def test_a_nul_in_a_form_is_dropped_and_the_rest_stored(app, agent_client, customer):
+    _, ticket_id = customer
+
+    response = agent_client.post(
+        f"/console/tickets/{ticket_id}/messages",
+        data={
+            "csrf_token": csrf_token_of(agent_client),
+            "text": "on\x00 its way",
+            "note": "1",
+        },
+        headers={"Accept": "application/json"},
+    )
+
+    assert response.status_code == 200
+    with app.app_context():
+        note = db.session.get(Message, response.json["message_id"])
+        assert note.text == "on its way"
+
+
+def test_a_nul_in_the_query_is_refused_with_a_reason(agent_client):
+    response = agent_client.get(
+        "/console/", query_string={"q": "\x00"}, headers={"Accept": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert "NUL character" in response.json["error"]
 
 
 # Sessions.
