@@ -30,12 +30,13 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg2
 from flask_migrate import upgrade
-from sqlalchemy import text
 from werkzeug.security import generate_password_hash
 
-from supportbot import create_app, tickets
-from supportbot.config import database_url, engine_options
+from supportbot import tickets
+from supportbot.config import database_url
 from supportbot.extensions import db
+
+from common import bench_app, empty_database
 
 PASSWORD = "bench password 1"
 BENCH_EMAIL = "bench@example.com"
@@ -545,20 +546,9 @@ def secondary_indexes(cursor) -> list[tuple[str, str]]:
 def create_schema(uri: str) -> None:
     """Replace the database's tables with the schema the migrations build."""
     with tempfile.TemporaryDirectory() as scratch:
-        app = create_app(
-            {
-                "SECRET_KEY": "bench",
-                "SQLALCHEMY_DATABASE_URI": uri,
-                "SQLALCHEMY_ENGINE_OPTIONS": engine_options(uri),
-                "OUTBOX_WORKER": "off",
-                "LOG_TO_DATABASE": False,
-                "ATTACHMENT_CACHE": scratch,
-            }
-        )
+        app = bench_app(uri, ATTACHMENT_CACHE=scratch)
         with app.app_context():
-            db.drop_all()
-            with db.engine.begin() as connection:
-                connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            empty_database()
             upgrade()
             db.engine.dispose()
 

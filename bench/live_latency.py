@@ -34,10 +34,11 @@ import redis
 import socketio
 from sqlalchemy import create_engine, text
 
-from supportbot import create_app
 from supportbot.config import database_url, engine_options
 from supportbot.extensions import db
 from supportbot.fake_telegram import FakeTelegram
+
+from common import bench_app, empty_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SOCKET_TARGET_P99 = 0.050
@@ -157,19 +158,9 @@ class Processes:
 
 def prepare_database(uri: str) -> None:
     """Empty the database, so that ``flask db upgrade`` starts from nothing."""
-    app = create_app(
-        {
-            "SECRET_KEY": "bench",
-            "SQLALCHEMY_DATABASE_URI": uri,
-            "SQLALCHEMY_ENGINE_OPTIONS": engine_options(uri),
-            "OUTBOX_WORKER": "off",
-            "LOG_TO_DATABASE": False,
-        }
-    )
+    app = bench_app(uri)
     with app.app_context():
-        db.drop_all()
-        with db.engine.begin() as connection:
-            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        empty_database()
         db.engine.dispose()
 
 

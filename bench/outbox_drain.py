@@ -19,12 +19,12 @@ import time
 from collections import defaultdict, deque
 from pathlib import Path
 
-from sqlalchemy import text
-
-from supportbot import create_app, outbox
-from supportbot.config import database_url, engine_options
+from supportbot import outbox
+from supportbot.config import database_url
 from supportbot.extensions import db
 from supportbot.fake_telegram import ApiError, FakeTelegram
+
+from common import bench_app, empty_database
 
 TARGET = 25.0
 ANSWER_DELAY = 0.05
@@ -88,23 +88,15 @@ def main() -> None:
             arguments.database_url or f"sqlite:///{Path(scratch, 'bench.sqlite')}",
             scratch,
         )
-        app = create_app(
-            {
-                "SECRET_KEY": "bench",
-                "SQLALCHEMY_DATABASE_URI": uri,
-                "SQLALCHEMY_ENGINE_OPTIONS": engine_options(uri),
-                "TELEGRAM_BOT_TOKEN": bot.token,
-                "TELEGRAM_API_URL": bot.base_url,
-                "OUTBOX_WORKER": "off",
-                "OUTBOX_RATE": arguments.rate,
-                "LOG_TO_DATABASE": False,
-                "ATTACHMENT_CACHE": scratch,
-            }
+        app = bench_app(
+            uri,
+            TELEGRAM_BOT_TOKEN=bot.token,
+            TELEGRAM_API_URL=bot.base_url,
+            OUTBOX_RATE=arguments.rate,
+            ATTACHMENT_CACHE=scratch,
         )
         with app.app_context():
-            db.drop_all()
-            with db.engine.begin() as connection:
-                connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            empty_database()
             db.create_all()
             for number in range(arguments.messages):
                 chat_id = number % arguments.chats + 1

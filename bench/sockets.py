@@ -85,30 +85,19 @@ def parse_arguments() -> argparse.Namespace:
 def prepare_database(url: str) -> None:
     """Replace the tables with the migrated schema and one staff account."""
     from flask_migrate import upgrade
-    from sqlalchemy import text
 
-    from supportbot import create_app
     from supportbot import staff as staff_service
-    from supportbot.config import database_url, engine_options
+    from supportbot.config import database_url
     from supportbot.extensions import db
     from supportbot.models import StaffRole
 
+    from common import bench_app, empty_database
+
     with tempfile.TemporaryDirectory() as scratch:
         uri = database_url(url, scratch)
-        app = create_app(
-            {
-                "SECRET_KEY": "bench",
-                "SQLALCHEMY_DATABASE_URI": uri,
-                "SQLALCHEMY_ENGINE_OPTIONS": engine_options(uri),
-                "OUTBOX_WORKER": "off",
-                "LOG_TO_DATABASE": False,
-                "ATTACHMENT_CACHE": scratch,
-            }
-        )
+        app = bench_app(uri, ATTACHMENT_CACHE=scratch)
         with app.app_context():
-            db.drop_all()
-            with db.engine.begin() as connection:
-                connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            empty_database()
             upgrade()
             staff_service.create(EMAIL, "Socket Bench", StaffRole.AGENT, PASSWORD)
             db.session.commit()
