@@ -180,6 +180,7 @@ class Timeline:
 
     @property
     def messages(self) -> list[Message]:
+        """The messages among the items, oldest first."""
         return [item for kind, item in self.items if kind == "message"]
 
 
