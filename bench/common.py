@@ -1,4 +1,8 @@
-"""What the benchmark scripts share: the app on a chosen database, emptied."""
+"""What the benchmark scripts share: the app on a chosen database, emptied, and
+the updates they post."""
+
+import json
+import time
 
 from flask import Flask
 from sqlalchemy import text
@@ -27,3 +31,21 @@ def empty_database() -> None:
     db.drop_all()
     with db.engine.begin() as connection:
         connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+def text_update(update_id: int, user_id: int, message_id: int, text: str) -> bytes:
+    """Encode an update carrying a private-chat text message from ``user_id``."""
+    name = f"Customer{user_id % 1_000_000}"
+    message = {
+        "message_id": message_id,
+        "from": {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": name,
+            "language_code": "en",
+        },
+        "chat": {"id": user_id, "first_name": name, "type": "private"},
+        "date": int(time.time()),
+        "text": text,
+    }
+    return json.dumps({"update_id": update_id, "message": message}).encode()

@@ -30,9 +30,10 @@ from urllib.parse import urlencode
 
 from sqlalchemy import event, text
 
-from supportbot import create_app
-from supportbot.config import database_url, engine_options
+from supportbot.config import database_url
 from supportbot.extensions import db
+
+from common import bench_app
 
 TARGET_MS = 50.0
 EMAIL = "bench@example.com"
@@ -87,17 +88,11 @@ def parse_arguments() -> argparse.Namespace:
 def make_app(url: str, scratch: str):
     """Build the app on ``url`` with no background work and no logging to it."""
     uri = database_url(url, scratch)
-    return create_app(
-        {
-            "SECRET_KEY": "bench",
-            "SQLALCHEMY_DATABASE_URI": uri,
-            "SQLALCHEMY_ENGINE_OPTIONS": engine_options(uri),
-            "OUTBOX_WORKER": "off",
-            "LOG_TO_DATABASE": False,
-            "RATELIMIT_STORAGE_URI": "memory://",
-            "ATTACHMENT_CACHE": scratch,
-            "UPLOAD_FOLDER": scratch,
-        }
+    return bench_app(
+        uri,
+        RATELIMIT_STORAGE_URI="memory://",
+        ATTACHMENT_CACHE=scratch,
+        UPLOAD_FOLDER=scratch,
     )
 
 

@@ -20,7 +20,6 @@ for each mode. The Redis database (``--redis-url``) is emptied before and after.
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -38,7 +37,7 @@ from supportbot.config import database_url, engine_options
 from supportbot.extensions import db
 from supportbot.fake_telegram import FakeTelegram
 
-from common import bench_app, empty_database
+from common import bench_app, empty_database, text_update
 
 ROOT = Path(__file__).resolve().parent.parent
 SOCKET_TARGET_P99 = 0.050
@@ -166,20 +165,12 @@ def prepare_database(uri: str) -> None:
 
 def update_body(update_id: int, user: int, message_id: int) -> bytes:
     """Encode a private-chat text message from customer ``user``."""
-    user_id = 7_000_000 + user
-    message = {
-        "message_id": message_id,
-        "from": {
-            "id": user_id,
-            "is_bot": False,
-            "first_name": f"Customer{user}",
-            "language_code": "en",
-        },
-        "chat": {"id": user_id, "first_name": f"Customer{user}", "type": "private"},
-        "date": int(time.time()),
-        "text": f"Update {update_id}: my parcel has not arrived, can you help?",
-    }
-    return json.dumps({"update_id": update_id, "message": message}).encode()
+    return text_update(
+        update_id,
+        7_000_000 + user,
+        message_id,
+        f"Update {update_id}: my parcel has not arrived, can you help?",
+    )
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -5,7 +5,8 @@ The fake Bot API here also keeps Telegram's published flood limits, answering
 so that the run shows whether the outbox's own rates keep clear of them.
 
     .venv/bin/python bench/outbox_drain.py
-    .venv/bin/python bench/outbox_drain.py --database-url postgresql://postgres@127.0.0.1/bench
+    .venv/bin/python bench/outbox_drain.py \
+        --database-url postgresql://postgres@127.0.0.1/bench
     .venv/bin/python bench/outbox_drain.py --rate 60/1   # past Telegram's limit
 
 The PostgreSQL database must exist and may be empty; its tables are replaced.

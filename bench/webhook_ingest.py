@@ -46,7 +46,7 @@ from supportbot.config import database_url, engine_options
 from supportbot.extensions import db
 from supportbot.fake_telegram import FakeTelegram
 
-from common import bench_app, empty_database
+from common import bench_app, empty_database, text_update
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.8
@@ -206,20 +206,12 @@ class Updates:
         self._update_id += 1
         user = number % self.users
         self._message_ids[user] += 1
-        user_id = 5_000_000 + user
-        message = {
-            "message_id": self._message_ids[user],
-            "from": {
-                "id": user_id,
-                "is_bot": False,
-                "first_name": f"Customer{user}",
-                "language_code": "en",
-            },
-            "chat": {"id": user_id, "first_name": f"Customer{user}", "type": "private"},
-            "date": int(time.time()),
-            "text": f"My order {self._update_id} has not arrived yet, can you help?",
-        }
-        return json.dumps({"update_id": self._update_id, "message": message}).encode()
+        return text_update(
+            self._update_id,
+            5_000_000 + user,
+            self._message_ids[user],
+            f"My order {self._update_id} has not arrived yet, can you help?",
+        )
 
 
 async def post_for(

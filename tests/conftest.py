@@ -4,6 +4,7 @@ import os
 import threading
 
 import pytest
+import redis
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
@@ -19,6 +20,7 @@ from supportbot.telegram.views import SECRET_HEADER
 from helpers import CHROMIUM, PASSWORD, csrf_token_of, log_in
 
 WEBHOOK_SECRET = "test-webhook-secret"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PUBLIC_URL = "https://support.example.com"
 
 
@@ -34,6 +36,22 @@ def telegram(telegram_server):
     """Give each test the fake Bot API with no calls, failures or updates left."""
     telegram_server.reset()
     return telegram_server
+
+
+@pytest.fixture
+def redis_url():
+    """Name a Redis database for the test, cleared before and after; skip without."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"needs Redis at {REDIS_URL} (set TEST_REDIS_URL)")
+    client.flushdb()
+
+    yield REDIS_URL
+
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture

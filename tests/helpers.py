@@ -17,10 +17,14 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def csrf_token_of(client, path="/console/") -> str:
+def csrf_token_in(page: str) -> str:
     """Read the CSRF token that every page carries in its head."""
-    page = client.get(path).get_data(as_text=True)
     return page.split('<meta name="csrf-token" content="')[1].split('"')[0]
+
+
+def csrf_token_of(client, path="/console/") -> str:
+    """Fetch ``path`` with a Flask test client and read its CSRF token."""
+    return csrf_token_in(client.get(path).get_data(as_text=True))
 
 
 def log_in(client, email, password=PASSWORD):

@@ -35,7 +35,7 @@ from supportbot.fake_telegram import FakeTelegram
 from supportbot.models import Message, OutboxMessage, ProcessedUpdate, Ticket
 from supportbot.telegram import bot_api
 
-from helpers import PASSWORD
+from helpers import PASSWORD, csrf_token_in
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -631,11 +631,6 @@ def guess_password(server: Server, email: str) -> int:
         data={"email": email, "password": "wrong", "csrf_token": token},
         timeout=30,
     ).status_code
-
-
-def csrf_token_in(page: str) -> str:
-    """Read the CSRF token that every page carries in its head."""
-    return page.split('<meta name="csrf-token" content="')[1].split('"')[0]
 
 
 def test_the_app_keeps_working_when_redis_goes_down(

@@ -13,7 +13,7 @@ from supportbot.extensions import db
 from supportbot.live import channel_for
 from supportbot.models import Ticket
 
-from helpers import PASSWORD, csrf_token_of, log_in
+from helpers import PASSWORD, csrf_token_in, csrf_token_of, log_in
 
 
 def events_named(socket, name):
@@ -214,12 +214,12 @@ def test_events_from_another_process_arrive_through_redis_and_no_others(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     make_staff("Alice")
     browser = requests.Session()
-    token = _meta_token(browser.get(f"{base_url}/login").text)
+    token = csrf_token_in(browser.get(f"{base_url}/login").text)
     browser.post(
         f"{base_url}/login",
         data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": token},
     )
-    token = _meta_token(browser.get(f"{base_url}/console/").text)
+    token = csrf_token_in(browser.get(f"{base_url}/console/").text)
     arrived = threading.Event()
     received = []
 
@@ -254,7 +254,3 @@ def test_events_from_another_process_arrive_through_redis_and_no_others(
     finally:
         client.disconnect()
         server.shutdown()
-
-
-def _meta_token(page: str) -> str:
-    return page.split('<meta name="csrf-token" content="')[1].split('"')[0]

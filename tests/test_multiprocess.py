@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 import socketio as socketio_package
 from sqlalchemy import select
@@ -17,30 +16,13 @@ from sqlalchemy import select
 from supportbot.extensions import db
 from supportbot.models import Message
 
-from helpers import PASSWORD
+from helpers import PASSWORD, csrf_token_in
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
 WEBHOOK_SECRET = "multiprocess-webhook-secret"
 # Generous: on a busy machine gunicorn and the app take seconds to start.
 START_TIMEOUT = 60
 EVENT_TIMEOUT = 30
-
-
-@pytest.fixture
-def redis_url():
-    """Name a Redis database for the test, cleared before and after; skip without."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"needs Redis at {REDIS_URL} (set TEST_REDIS_URL)")
-    client.flushdb()
-
-    yield REDIS_URL
-
-    client.flushdb()
-    client.close()
 
 
 @pytest.fixture
@@ -139,19 +121,14 @@ def wait_until_up(process, base_url, log_path):
 def sign_in(base_url) -> tuple[requests.Session, str]:
     """Sign Alice in as a browser would; return the session and the page's token."""
     browser = requests.Session()
-    token = meta_token(browser.get(f"{base_url}/login", timeout=10).text)
+    token = csrf_token_in(browser.get(f"{base_url}/login", timeout=10).text)
     signed_in = browser.post(
         f"{base_url}/login",
         data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": token},
         timeout=10,
     )
     assert signed_in.url.endswith("/console/"), signed_in.text
-    return browser, meta_token(signed_in.text)
-
-
-def meta_token(page: str) -> str:
-    """Read the CSRF token that every page carries in its head."""
-    return page.split('<meta name="csrf-token" content="')[1].split('"')[0]
+    return browser, csrf_token_in(signed_in.text)
 
 
 class LiveEvents:

@@ -3,19 +3,16 @@
 Rates are checked on the fake Bot API's own clock: the times its calls arrived.
 """
 
-import os
 import time
 from datetime import timedelta
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from supportbot import outbox
 from supportbot.extensions import db
 from supportbot.models import LogRecord, OutboxMessage, OutboxStatus, utcnow
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # A slot of the overall rate is taken just before each call leaves, and the
 # call reaches the fake a moment later. That moment varies: a call that opens a
 # new connection, on a busy two-core machine, can take a tenth of a second more.
@@ -39,22 +36,6 @@ def start_worker(make_app, app):
 
     for worker in workers:
         worker.stop()
-
-
-@pytest.fixture
-def redis_url():
-    """Name a Redis database for the test, cleared before and after; skip without."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"needs Redis at {REDIS_URL} (set TEST_REDIS_URL)")
-    client.flushdb()
-
-    yield REDIS_URL
-
-    client.flushdb()
-    client.close()
 
 
 def queue_many(app, messages):

@@ -14,7 +14,7 @@ from supportbot.miniapp.initdata import sign_user
 from supportbot.models import Message, Staff, Ticket, TicketPriority, TicketStatus
 from supportbot.routing import MAX_ID
 
-from helpers import PASSWORD, csrf_token_of, log_in
+from helpers import PASSWORD, csrf_token_in, csrf_token_of, log_in
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -554,8 +554,7 @@ def test_a_nul_in_the_query_is_refused_with_a_reason(agent_client):
 
 def login_token(client, base_url) -> str:
     """Open the sign-in page at ``base_url`` and read its CSRF token."""
-    page = client.get("/login", base_url=base_url).get_data(as_text=True)
-    return page.split('<meta name="csrf-token" content="')[1].split('"')[0]
+    return csrf_token_in(client.get("/login", base_url=base_url).get_data(as_text=True))
 
 
 @pytest.mark.parametrize(
