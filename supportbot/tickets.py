@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from . import events, outbox
 from .errors import Conflict, NotFound, SupportbotError
@@ -362,18 +362,19 @@ def rate(ticket: Ticket, customer: Customer, score: int) -> Ticket:
 
 def mark_read(ticket: Ticket, staff: Staff) -> None:
     """Note that ``staff`` has read the ticket up to its latest message."""
-    latest = db.session.scalar(
-        select(Message.id)
-        .where(Message.ticket_id == ticket.id)
-        .order_by(Message.id.desc())
-        .limit(1)
+    latest_message = (
+        select(func.max(Message.id))
+        .where(Message.ticket_id == Ticket.id)
+        .scalar_subquery()
     )
+    latest, count = db.session.execute(
+        select(latest_message, Ticket.customer_message_count).where(
+            Ticket.id == ticket.id
+        )
+    ).one()
     if latest is None:
         return
 
-    count = db.session.scalar(
-        select(Ticket.customer_message_count).where(Ticket.id == ticket.id)
-    )
     if not insert_or_ignore(
         TicketRead,
         staff_id=staff.id,
