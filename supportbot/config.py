@@ -89,6 +89,10 @@ class Config:
         )
         self.TELEGRAM_TIMEOUT = self._int("TELEGRAM_TIMEOUT", 10)
         self.TELEGRAM_MAX_UPDATE_BYTES = self._int("TELEGRAM_MAX_UPDATE_BYTES", 262144)
+        # Threads of each process that handle the updates the webhook stores.
+        self.TELEGRAM_HANDLERS = self._int("TELEGRAM_HANDLERS", 2)
+        if self.TELEGRAM_HANDLERS < 0:
+            raise ConfigError("TELEGRAM_HANDLERS must be 0 (off) or more.")
         self.PUBLIC_URL = self._str("PUBLIC_URL").rstrip("/")
         self.REDIS_URL = self._str("REDIS_URL")
         self.OUTBOX_WORKER = self._str(

@@ -306,15 +306,45 @@ class MessageRevision(db.Model):
     message: Mapped[Message] = relationship(back_populates="revisions")
 
 
-class ProcessedUpdate(db.Model):
-    """A Telegram update already stored, so that a redelivery is ignored."""
+class TelegramUpdate(db.Model):
+    """An update from Telegram, stored as it came and handled after the answer.
+
+    The update id is the key, so a redelivered update is stored once. Handling
+    sets ``handled_at``; an update whose handling failed keeps its ``error`` and
+    can be handled again. Updates of one chat are handled in the order of their
+    ids.
+    """
 
     update_id: Mapped[int] = mapped_column(
         BigInteger, primary_key=True, autoincrement=False
     )
     kind: Mapped[str] = mapped_column(String(32))
+    # The chat whose order the update keeps; none for kinds that are ignored.
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Empty for updates that are ignored, and for those handled before
+    # updates were stored whole.
+    payload: Mapped[dict | None] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, index=True
+    )
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # Handlers look only at the few updates not handled yet.
+        Index(
+            "ix_telegram_update_waiting",
+            "chat_id",
+            "update_id",
+            postgresql_where=db.text("handled_at IS NULL"),
+            sqlite_where=db.text("handled_at IS NULL"),
+        ),
+        Index(
+            "ix_telegram_update_failed",
+            "update_id",
+            postgresql_where=db.text("error IS NOT NULL"),
+            sqlite_where=db.text("error IS NOT NULL"),
+        ),
     )
 
 

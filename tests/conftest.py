@@ -14,7 +14,7 @@ from supportbot.config import database_url, engine_options
 from supportbot.extensions import db, socketio
 from supportbot.fake_telegram import FakeTelegram
 from supportbot.models import StaffRole
-from supportbot.telegram import bot_api
+from supportbot.telegram import bot_api, inbox
 from supportbot.telegram.views import SECRET_HEADER
 
 from helpers import CHROMIUM, PASSWORD, csrf_token_of, log_in
@@ -79,6 +79,7 @@ def make_app(database_uri, telegram, tmp_path):
             "TELEGRAM_TIMEOUT": 2,
             "PUBLIC_URL": PUBLIC_URL,
             "OUTBOX_WORKER": "off",
+            "TELEGRAM_HANDLERS": 0,
             "RATELIMIT_STORAGE_URI": "memory://",
             "ATTACHMENT_CACHE": str(tmp_path / "files"),
             "UPLOAD_FOLDER": str(tmp_path / "uploads"),
@@ -125,14 +126,31 @@ def runner(app):
 
 
 @pytest.fixture
-def send_update(client):
-    """Post an update to the webhook as Telegram would, and return the response."""
+def send_update(client, handle_updates):
+    """Post an update to the webhook as Telegram would, handle what it stored,
+    and return the webhook's response."""
 
     def send(update, secret=WEBHOOK_SECRET):
         headers = {SECRET_HEADER: secret} if secret is not None else {}
-        return client.post("/telegram/webhook", json=update, headers=headers)
+        response = client.post("/telegram/webhook", json=update, headers=headers)
+        handle_updates()
+        return response
 
     return send
+
+
+@pytest.fixture
+def handle_updates(app):
+    """Handle the stored updates, as the app's handler threads would."""
+
+    def run():
+        with app.app_context():
+            try:
+                return inbox.handle_waiting()
+            finally:
+                db.session.remove()
+
+    return run
 
 
 @pytest.fixture
@@ -200,11 +218,11 @@ def staff_socket(app):
 
 @pytest.fixture
 def live_server(make_app, app):
-    """Serve the app, with its outbox thread, on a local port."""
+    """Serve the app, with its outbox and update handler threads, on a local port."""
     server = make_server("127.0.0.1", 0, None, threaded=True)
     base_url = f"http://127.0.0.1:{server.server_port}"
     # Browsers come from the public address, and sockets check the origin.
-    live = make_app(OUTBOX_WORKER="thread", PUBLIC_URL=base_url)
+    live = make_app(OUTBOX_WORKER="thread", TELEGRAM_HANDLERS=2, PUBLIC_URL=base_url)
     server.app = live
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -213,6 +231,7 @@ def live_server(make_app, app):
 
     server.shutdown()
     live.extensions["supportbot.outbox"].stop()
+    inbox.inbox_of(live).stop()
 
 
 @pytest.fixture

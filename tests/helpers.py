@@ -16,6 +16,12 @@ needs_chromium = pytest.mark.skipif(
     reason="Chromium is not installed (apt-get install chromium); CI installs it",
 )
 
+# Tests of what only PostgreSQL does, such as skipping locked rows.
+needs_postgresql = pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
+    reason="needs PostgreSQL: set TEST_DATABASE_URL to a PostgreSQL database",
+)
+
 
 def csrf_token_in(page: str) -> str:
     """Read the CSRF token that every page carries in its head."""

@@ -1,4 +1,5 @@
-"""Admins manage staff accounts and canned replies, and watch deliveries."""
+"""Admins manage staff accounts and canned replies, and watch deliveries and
+updates."""
 
 from datetime import timedelta
 
@@ -8,6 +9,7 @@ from supportbot import outbox
 from supportbot.extensions import db
 from supportbot.models import (
     CannedReply,
+    Message,
     OutboxMessage,
     OutboxStatus,
     Staff,
@@ -174,3 +176,43 @@ def test_a_delivery_sent_again_from_the_deliveries_page_arrives(
     assert "No failed deliveries" in admin_client.get("/admin/deliveries").get_data(
         as_text=True
     )
+
+
+def test_a_failed_update_is_listed_and_handled_again_from_the_deliveries_page(
+    app, admin_client, send_update, telegram, monkeypatch, handle_updates, caplog
+):
+    update = telegram.user().text("lost in handling")
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            "supportbot.tickets.add_customer_message", broken_handler("no disk")
+        )
+        send_update(update)
+
+    page = admin_client.get("/admin/deliveries").get_data(as_text=True)
+    _, updates_part = page.split("<h2>Updates not handled</h2>")
+    response = post(admin_client, f"/admin/updates/{update['update_id']}/handle-again")
+    handle_updates()
+    again = post(admin_client, f"/admin/updates/{update['update_id']}/handle-again")
+
+    assert "RuntimeError: no disk" in updates_part
+    assert f"/admin/updates/{update['update_id']}/handle-again" in updates_part
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/admin/deliveries"
+    with app.app_context():
+        texts = db.session.scalars(select(Message.text)).all()
+    assert texts == ["lost in handling"]
+    assert again.status_code == 404
+    assert "No update failed" in admin_client.get("/admin/deliveries").get_data(
+        as_text=True
+    )
+    audit = [r.getMessage() for r in caplog.records if r.name == "supportbot.audit"]
+    assert any("back to be handled" in line for line in audit)
+
+
+def broken_handler(reason):
+    """Return a stand-in for a service that fails with ``reason``."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(reason)
+
+    return broken

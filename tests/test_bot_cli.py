@@ -1,5 +1,6 @@
 """``flask bot``: webhook set-up, information and long polling."""
 
+import pytest
 from sqlalchemy import select
 
 from supportbot.extensions import db
@@ -95,3 +96,53 @@ def test_poll_round_handles_updates_like_the_webhook(app, telegram):
         texts = db.session.scalars(select(Message.text).order_by(Message.id)).all()
     assert texts == ["polled hello", "polled again"]
     assert again == offset
+
+
+def test_failed_updates_are_listed_and_handled_again(
+    app, runner, send_update, telegram, monkeypatch
+):
+    updates = [telegram.user().text(f"hello {n}") for n in range(2)]
+    with monkeypatch.context() as patch:
+        patch.setattr("supportbot.tickets.add_customer_message", broken)
+        for update in updates:
+            send_update(update)
+
+    listed = runner.invoke(args=["bot", "failed"])
+    unnamed = runner.invoke(args=["bot", "handle-again"])
+    unknown = runner.invoke(args=["bot", "handle-again", "424242"])
+    again = runner.invoke(args=["bot", "handle-again", "--all"])
+    after = runner.invoke(args=["bot", "failed"])
+
+    for update in updates:
+        assert f"{update['update_id']} " in listed.output
+    assert "RuntimeError: handler bug" in listed.output
+    assert unnamed.exit_code == 2
+    assert "No failed update has the id 424242." in unknown.output
+    assert again.exit_code == 0, again.output
+    assert "Handled 2 of 2 updates again." in again.output
+    assert after.output.strip() == "No update failed."
+    with app.app_context():
+        texts = db.session.scalars(select(Message.text).order_by(Message.id)).all()
+    assert texts == ["hello 0", "hello 1"]
+
+
+def test_an_update_that_fails_again_is_named(app, runner, send_update, telegram):
+    update = telegram.user().text("hello")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("supportbot.tickets.add_customer_message", broken)
+        send_update(update)
+        again = runner.invoke(args=["bot", "handle-again", str(update["update_id"])])
+
+    assert again.exit_code == 1
+    assert f"Failed again: {update['update_id']}." in again.output
+
+
+def test_handle_refuses_to_run_without_handlers(runner):
+    result = runner.invoke(args=["bot", "handle"])
+
+    assert result.exit_code == 1
+    assert "TELEGRAM_HANDLERS is 0" in result.output
+
+
+def broken(*args, **kwargs):
+    raise RuntimeError("handler bug")

@@ -1,34 +1,15 @@
-"""The whole path over HTTP: fake Telegram, webhook, outbox, fake Telegram."""
+"""The whole path over HTTP: fake Telegram, webhook, handler, outbox, fake Telegram."""
 
-import threading
-
-import pytest
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from supportbot.extensions import db
 from supportbot.models import Customer, Message, Ticket
 
 
-@pytest.fixture
-def live_app(make_app, app):
-    """Serve an app with its outbox thread on a local port."""
-    live = make_app(OUTBOX_WORKER="thread")
-    server = make_server("127.0.0.1", 0, live, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    live.config["LIVE_URL"] = f"http://127.0.0.1:{server.server_port}"
-
-    yield live
-
-    server.shutdown()
-    live.extensions["supportbot.outbox"].stop()
-
-
-def test_pushed_message_becomes_a_ticket_and_is_confirmed(live_app, telegram):
+def test_pushed_message_becomes_a_ticket_and_is_confirmed(live_server, telegram):
+    live_app, base_url = live_server
     telegram.set_webhook(
-        live_app.config["LIVE_URL"] + "/telegram/webhook",
-        secret_token="test-webhook-secret",
+        base_url + "/telegram/webhook", secret_token="test-webhook-secret"
     )
     user = telegram.user(first_name="Linus")
     update = user.text("The printer is on fire")

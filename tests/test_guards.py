@@ -43,6 +43,7 @@ ADMIN_PAGES = [
     ("GET", "/admin/logs/1"),
     ("GET", "/admin/audit"),
     ("GET", "/admin/deliveries"),
+    ("POST", "/admin/updates/1/handle-again"),
     ("GET", "/admin/dashboard"),
     ("GET", "/admin/dashboard/data"),
 ]

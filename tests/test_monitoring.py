@@ -75,3 +75,31 @@ def test_metrics_are_labelled_by_endpoint(admin_client, send_update, telegram):
     )
     assert "supportbot_outbox_depth" in body
     assert "supportbot_tickets_opened_total" in body
+
+
+def sample(body: str, name: str) -> float:
+    """Read one unlabelled sample from a Prometheus exposition."""
+    line = next(line for line in body.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_metrics_count_waiting_and_failed_updates(
+    admin_client, client, send_update, telegram, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setattr("supportbot.tickets.add_customer_message", broken)
+    send_update(telegram.user().text("fails"))
+    client.post(
+        "/telegram/webhook",
+        json=telegram.user().text("waits"),
+        headers={"X-Telegram-Bot-Api-Secret-Token": "test-webhook-secret"},
+    )
+
+    body = admin_client.get("/metrics").get_data(as_text=True)
+
+    assert sample(body, "supportbot_updates_waiting") == 1
+    assert sample(body, "supportbot_updates_failed") == 1
+    assert sample(body, "supportbot_updates_oldest_age_seconds") >= 0
+    assert 'supportbot_updates_handled_total{outcome="failed"}' in body

@@ -131,6 +131,18 @@ def sign_in(base_url) -> tuple[requests.Session, str]:
     return browser, csrf_token_in(signed_in.text)
 
 
+def stored_message(app, timeout=EVENT_TIMEOUT) -> tuple[int, int]:
+    """Wait until a handler has stored the one customer message; return its ids."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with app.app_context():
+            row = db.session.execute(select(Message.ticket_id, Message.id)).first()
+        if row is not None:
+            return tuple(row)
+        assert time.monotonic() < deadline, "no handler stored the message"
+        time.sleep(0.05)
+
+
 class LiveEvents:
     """Collect the events a Socket.IO client receives on ``/staff``."""
 
@@ -184,10 +196,7 @@ def test_webhook_on_one_process_reaches_a_console_on_another_and_replies_leave(
         pushed = telegram.push(user.text("my parcel never came"))
         assert pushed.status == 200, pushed.text
 
-        with app.app_context():
-            ticket_id, message_id = db.session.execute(
-                select(Message.ticket_id, Message.id)
-            ).one()
+        ticket_id, message_id = stored_message(app)
         # Redis hands its channels to every client of the server, whatever
         # database they chose: other suites' events may arrive too.
         message = events.wait_for(

@@ -11,7 +11,13 @@ from sqlalchemy import select
 
 from supportbot import outbox
 from supportbot.extensions import db
-from supportbot.models import LogRecord, OutboxMessage, OutboxStatus, utcnow
+from supportbot.models import (
+    LogRecord,
+    OutboxMessage,
+    OutboxStatus,
+    TelegramUpdate,
+    utcnow,
+)
 
 # A slot of the overall rate is taken just before each call leaves, and the
 # call reaches the fake a moment later. That moment varies: a call that opens a
@@ -264,32 +270,48 @@ def test_a_bot_wide_pause_reaches_workers_sharing_redis(
     assert min(c.at for c in later) - second_limit.at >= 2.0
 
 
-def test_the_worker_deletes_log_records_past_their_retention(start_worker, app):
+def test_the_worker_deletes_records_and_handled_updates_past_their_retention(
+    start_worker, app
+):
     with app.app_context():
         for age in (20, 13):
+            moment = utcnow() - timedelta(days=age)
             db.session.add(
                 LogRecord(
-                    created_at=utcnow() - timedelta(days=age),
+                    created_at=moment,
                     level=20,
                     logger="supportbot.test",
                     message=f"{age} days old",
                 )
             )
+            db.session.add(
+                TelegramUpdate(
+                    update_id=age, kind="message", received_at=moment, handled_at=moment
+                )
+            )
+        # A failed update stays until it is handled, however old.
+        db.session.add(
+            TelegramUpdate(
+                update_id=30,
+                kind="message",
+                received_at=utcnow() - timedelta(days=30),
+                handled_at=utcnow() - timedelta(days=30),
+                error="RuntimeError: handler bug",
+            )
+        )
         db.session.commit()
 
     start_worker(LOG_RETENTION_DAYS=14)
 
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    def kept():
         with app.app_context():
-            kept = set(
-                db.session.scalars(
-                    select(LogRecord.message).where(
-                        LogRecord.logger == "supportbot.test"
-                    )
-                )
+            records = db.session.scalars(
+                select(LogRecord.message).where(LogRecord.logger == "supportbot.test")
             )
-        if kept == {"13 days old"}:
-            break
+            updates = db.session.scalars(select(TelegramUpdate.update_id))
+            return set(records), set(updates)
+
+    deadline = time.monotonic() + 5
+    while kept() != ({"13 days old"}, {13, 30}) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert kept == {"13 days old"}
+    assert kept() == ({"13 days old"}, {13, 30})

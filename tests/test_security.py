@@ -397,6 +397,7 @@ STATE_CHANGING = [
     "/console/tickets/1/status",
     "/console/tickets/1/priority",
     "/console/deliveries/1/resend",
+    "/admin/updates/1/handle-again",
     "/admin/staff",
     "/admin/staff/2",
     "/admin/canned",
@@ -665,7 +666,7 @@ def test_an_update_over_the_limit_gets_413_json(make_app, app, telegram):
     assert response.status_code == 413
     assert_json_error(response)
     assert "more than 1 KB, the most" in response.json["error"]
-    assert row_counts(app)["processed_update"] == 0
+    assert row_counts(app)["telegram_update"] == 0
 
 
 @pytest.mark.parametrize("accept", ["text/html", "application/json"])

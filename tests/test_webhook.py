@@ -1,13 +1,24 @@
-"""The webhook: who may post, what it accepts, and storing each update once."""
+"""The webhook: who may post, what it accepts, and storing each update once;
+handling stored updates in order, and again after a failure."""
 
 import logging
+import os
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from supportbot import tickets
+from supportbot.errors import NotFound
 from supportbot.extensions import db
-from supportbot.models import Customer, Message, ProcessedUpdate, Ticket
+from supportbot.models import Customer, Message, TelegramUpdate, Ticket
+from supportbot.telegram import conversation, inbox
+
+from helpers import needs_postgresql
+
+SECRET = {"X-Telegram-Bot-Api-Secret-Token": "test-webhook-secret"}
 
 
 def count(model) -> int:
@@ -21,7 +32,7 @@ def test_refuses_missing_or_wrong_secret(app, send_update, telegram, secret):
     assert response.status_code == 403
     assert response.json["ok"] is False
     with app.app_context():
-        assert count(ProcessedUpdate) == 0
+        assert count(TelegramUpdate) == 0
 
 
 def test_refuses_everything_when_no_secret_is_configured(make_app, telegram):
@@ -41,7 +52,7 @@ def test_stores_update_with_right_secret(app, send_update, telegram):
     assert response.status_code == 200
     assert response.json == {"ok": True, "duplicate": False}
     with app.app_context():
-        assert count(ProcessedUpdate) == 1
+        assert count(TelegramUpdate) == 1
         assert count(Message) == 1
 
 
@@ -79,7 +90,7 @@ def test_refuses_oversized_body(app, send_update, telegram, caplog):
     assert response.status_code == 413
     assert "refused with 413" in caplog.text
     with app.app_context():
-        assert count(ProcessedUpdate) == 0
+        assert count(TelegramUpdate) == 0
 
 
 @pytest.mark.parametrize(
@@ -112,7 +123,7 @@ def test_refuses_malformed_update(app, send_update, update):
     assert response.status_code == 400
     assert response.json["ok"] is False
     with app.app_context():
-        assert count(ProcessedUpdate) == 0
+        assert count(TelegramUpdate) == 0
 
 
 def test_acknowledges_update_kinds_it_does_not_handle(app, send_update):
@@ -120,7 +131,7 @@ def test_acknowledges_update_kinds_it_does_not_handle(app, send_update):
 
     assert response.status_code == 200
     with app.app_context():
-        assert db.session.get(ProcessedUpdate, 50).kind == "poll"
+        assert db.session.get(TelegramUpdate, 50).kind == "poll"
 
 
 def test_replayed_update_is_processed_once(app, send_update, telegram, deliver):
@@ -139,7 +150,7 @@ def test_replayed_update_is_processed_once(app, send_update, telegram, deliver):
     assert len(telegram.calls_to("sendMessage")) == 1
 
 
-def test_parallel_replays_store_one_message(app, telegram):
+def test_parallel_replays_store_one_message(app, telegram, handle_updates):
     update = telegram.user().text("sent a hundred times")
     statuses = []
     start = threading.Barrier(20)
@@ -164,12 +175,15 @@ def test_parallel_replays_store_one_message(app, telegram):
     assert len(statuses) == 100
     assert {status for status, _ in statuses} == {200}
     assert sum(not duplicate for _, duplicate in statuses) == 1
+    handle_updates()
     with app.app_context():
         assert count(Message) == 1
         assert count(Customer) == 1
 
 
-def test_first_messages_arriving_together_open_one_ticket(app, telegram):
+def test_first_messages_arriving_together_open_one_ticket(
+    app, telegram, handle_updates
+):
     user = telegram.user()
     updates = [user.text(f"line {n}") for n in range(10)]
     start = threading.Barrier(len(updates))
@@ -192,6 +206,7 @@ def test_first_messages_arriving_together_open_one_ticket(app, telegram):
         thread.join()
 
     assert statuses == [200] * 10
+    handle_updates()
     with app.app_context():
         assert count(Ticket) == 1
         assert count(Message) == 10
@@ -214,23 +229,134 @@ def test_answers_503_when_update_cannot_be_stored(make_app, telegram):
     assert response.json["error_id"]
 
 
-def test_failed_handling_stores_nothing_and_answers_500(
-    app, send_update, telegram, monkeypatch
+def test_failed_handling_keeps_the_update_and_the_chat_goes_on(
+    app, send_update, telegram, monkeypatch, caplog
+):
+    real = tickets.add_customer_message
+
+    def broken(customer, text, **kwargs):
+        if text == "hello":
+            raise RuntimeError("handler bug")
+        return real(customer, text, **kwargs)
+
+    monkeypatch.setattr(tickets, "add_customer_message", broken)
+    user = telegram.user()
+    failing = user.text("hello")
+
+    response = send_update(failing)
+    send_update(user.text("still there?"))
+
+    # Telegram is answered: the update is stored, and redelivery would not help.
+    assert response.status_code == 200
+    assert f"update {failing['update_id']} not handled" in caplog.text
+    with app.app_context():
+        stored = db.session.get(TelegramUpdate, failing["update_id"])
+        assert stored.error == "RuntimeError: handler bug"
+        assert stored.handled_at is not None
+        assert [m.text for m in db.session.scalars(select(Message))] == ["still there?"]
+
+
+def test_failed_update_is_handled_again_once_fixed(
+    app, send_update, telegram, monkeypatch, handle_updates
 ):
     def broken(*args, **kwargs):
         raise RuntimeError("handler bug")
 
-    monkeypatch.setattr("supportbot.tickets.add_customer_message", broken)
-    update = telegram.user().text("hello")
+    with monkeypatch.context() as patch:
+        patch.setattr(tickets, "add_customer_message", broken)
+        update = telegram.user().text("hello")
+        send_update(update)
 
-    response = send_update(update)
-
-    assert response.status_code == 500
-    assert response.json["error_id"]
     with app.app_context():
-        # Not marked as processed: Telegram's redelivery gets another chance.
-        assert count(ProcessedUpdate) == 0
-        assert count(Customer) == 0
+        assert inbox.handle_again([update["update_id"]]) == [update["update_id"]]
+        db.session.commit()
+    assert handle_updates() == 1
+
+    with app.app_context():
+        stored = db.session.get(TelegramUpdate, update["update_id"])
+        assert stored.error is None
+        assert stored.handled_at is not None
+        assert count(Message) == 1
+        assert inbox.failed_updates() == []
+
+
+def test_handling_again_an_update_that_did_not_fail_is_refused(
+    app, send_update, telegram
+):
+    update = telegram.user().text("hello")
+    send_update(update)
+
+    with app.app_context(), pytest.raises(NotFound, match=str(update["update_id"])):
+        inbox.handle_again([update["update_id"], 999])
+
+
+def test_updates_of_a_chat_are_handled_in_order_of_their_ids(
+    app, client, telegram, handle_updates
+):
+    user = telegram.user()
+    first, second = user.text("first"), user.text("second")
+    # Telegram's parallel connections can deliver a later update first.
+    for update in (second, first):
+        client.post("/telegram/webhook", json=update, headers=SECRET)
+
+    assert handle_updates() == 2
+
+    with app.app_context():
+        texts = db.session.scalars(select(Message.text).order_by(Message.id))
+        assert list(texts) == ["first", "second"]
+
+
+@needs_postgresql
+def test_a_chat_waits_while_another_handler_holds_its_earlier_update(
+    app, client, telegram
+):
+    first_user, second_user = telegram.user(), telegram.user()
+    updates = [
+        first_user.text("one"),
+        first_user.text("two"),
+        second_user.text("three"),
+    ]
+    for update in updates:
+        client.post("/telegram/webhook", json=update, headers=SECRET)
+
+    with app.app_context():
+        elsewhere = Session(db.engine)
+        try:
+            held = [u.update_id for u in elsewhere.scalars(inbox._waiting_first(1))]
+            taken = [
+                u.update_id
+                for u in db.session.scalars(inbox._waiting_first(inbox.BATCH))
+            ]
+        finally:
+            elsewhere.rollback()
+            elsewhere.close()
+
+        assert held == [updates[0]["update_id"]]
+        # The first customer's second update waits; the other customer's goes.
+        assert taken == [updates[2]["update_id"]]
+
+
+def test_database_outage_leaves_the_update_waiting(
+    app, client, telegram, monkeypatch, handle_updates
+):
+    update = telegram.user().text("hello")
+    client.post("/telegram/webhook", json=update, headers=SECRET)
+
+    def unavailable(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tickets, "add_customer_message", unavailable)
+        with pytest.raises(OperationalError):
+            handle_updates()
+
+    with app.app_context():
+        stored = db.session.get(TelegramUpdate, update["update_id"])
+        assert stored.handled_at is None
+        assert stored.error is None
+    assert handle_updates() == 1
+    with app.app_context():
+        assert count(Message) == 1
 
 
 def test_token_appears_in_no_log_line(app, send_update, telegram, deliver, caplog):
@@ -244,3 +370,30 @@ def test_token_appears_in_no_log_line(app, send_update, telegram, deliver, caplo
     assert caplog.records
     assert telegram.token not in caplog.text
     assert telegram.token.split(":")[1] not in caplog.text
+
+
+@pytest.mark.skipif(
+    os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
+    reason="PostgreSQL's row locks keep a second handler off a claimed update",
+)
+def test_an_update_handled_by_another_process_meanwhile_is_not_handled_twice(
+    app, client, telegram, monkeypatch, handle_updates
+):
+    update = telegram.user().text("only once")
+    client.post("/telegram/webhook", json=update, headers=SECRET)
+    real = conversation.handle_update
+
+    def after_another_process(parsed):
+        # SQLite has no row locks: another process claimed and handled it too.
+        with db.engine.begin() as elsewhere:
+            elsewhere.execute(
+                text("UPDATE telegram_update SET handled_at = '2026-01-01 00:00:00'")
+            )
+        real(parsed)
+
+    monkeypatch.setattr(inbox, "handle_update", after_another_process)
+    handle_updates()
+
+    with app.app_context():
+        assert count(Message) == 0
+        assert count(Customer) == 0

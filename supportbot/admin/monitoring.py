@@ -2,7 +2,17 @@
 
 from datetime import UTC, datetime, timedelta
 
-from flask import abort, current_app, jsonify, render_template, request
+from flask import (
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
 from sqlalchemy import select
 
 from .. import outbox, reports
@@ -10,6 +20,7 @@ from ..extensions import db
 from ..models import LogRecord, Staff, utcnow
 from ..monitoring.system import system_figures
 from ..routing import id_arg, parse_id
+from ..telegram import inbox
 from .views import bp
 
 PAGE_SIZE = 50
@@ -126,14 +137,28 @@ def audit():
 
 @bp.get("/deliveries")
 def deliveries():
-    """List bot messages that failed, and those that should have left by now."""
+    """List bot messages that failed or should have left by now, and updates
+    that were not handled."""
     problems = outbox.failed_and_stuck(STUCK_AFTER)
     return render_template(
         "admin/deliveries.html",
         failed=problems.failed,
         stuck=problems.stuck,
         stuck_minutes=int(STUCK_AFTER.total_seconds() // 60),
+        backlog=inbox.backlog(),
+        failed_updates=inbox.failed_updates(),
     )
+
+
+@bp.post("/updates/<int:update_id>/handle-again")
+def handle_update_again(update_id: int):
+    """Handle a failed Telegram update again."""
+    inbox.handle_again([update_id], by=current_user)
+    db.session.commit()
+    inbox.wake()
+
+    flash(f"Update {update_id} is handled again.", "info")
+    return redirect(url_for("admin.deliveries"))
 
 
 @bp.get("/dashboard")

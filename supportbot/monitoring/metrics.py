@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from .. import events
 from ..extensions import db
-from ..models import OutboxMessage, OutboxStatus, utcnow
+from ..models import OutboxMessage, OutboxStatus, TelegramUpdate, utcnow
 
 HTTP_REQUESTS = Counter(
     "supportbot_http_requests_total",
@@ -41,6 +41,11 @@ WEBHOOK_UPDATES = Counter(
     "supportbot_webhook_updates_total",
     "Telegram updates received, by kind and outcome (new or duplicate).",
     ["kind", "outcome"],
+)
+UPDATES_HANDLED = Counter(
+    "supportbot_updates_handled_total",
+    "Stored Telegram updates handled, by outcome (handled or failed).",
+    ["outcome"],
 )
 TICKETS_OPENED = Counter("supportbot_tickets_opened_total", "Tickets opened.")
 TICKETS_CLOSED = Counter("supportbot_tickets_closed_total", "Tickets closed.")
@@ -70,6 +75,14 @@ class DatabaseCollector:
             failed = db.session.scalar(
                 select(func.count()).where(OutboxMessage.status == OutboxStatus.FAILED)
             )
+            updates_waiting, updates_oldest = db.session.execute(
+                select(func.count(), func.min(TelegramUpdate.received_at)).where(
+                    TelegramUpdate.handled_at.is_(None)
+                )
+            ).one()
+            updates_failed = db.session.scalar(
+                select(func.count()).where(TelegramUpdate.error.is_not(None))
+            )
             db.session.remove()
 
         yield GaugeMetricFamily(
@@ -83,6 +96,22 @@ class DatabaseCollector:
         )
         yield GaugeMetricFamily(
             "supportbot_outbox_failed", "Bot messages that failed for good.", failed
+        )
+        yield GaugeMetricFamily(
+            "supportbot_updates_waiting",
+            "Telegram updates stored and not handled yet.",
+            updates_waiting,
+        )
+        age = (utcnow() - updates_oldest).total_seconds() if updates_oldest else 0.0
+        yield GaugeMetricFamily(
+            "supportbot_updates_oldest_age_seconds",
+            "Age of the oldest Telegram update not handled yet.",
+            age,
+        )
+        yield GaugeMetricFamily(
+            "supportbot_updates_failed",
+            "Telegram updates whose handling failed, waiting to be handled again.",
+            updates_failed,
         )
 
         writer = self.app.extensions.get("supportbot.logs")

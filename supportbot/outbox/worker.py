@@ -1,5 +1,5 @@
 """The worker: sender threads that deliver the outbox, a listener to wake them,
-and the daily deletion of old log records."""
+and the daily deletion of old log records and handled updates."""
 
 import logging
 import threading
@@ -8,6 +8,7 @@ from flask import Flask
 
 from .. import logs
 from ..extensions import db
+from ..telegram import inbox
 from ..telegram.api import BotAPI
 from .delivery import Courier
 from .state import outbox_of
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 # The longest pause after an unexpected error, such as the database being down.
 MAX_ERROR_PAUSE = 30.0
-# How often log records past LOG_RETENTION_DAYS are deleted.
+# How often log records and updates past LOG_RETENTION_DAYS are deleted.
 PRUNE_INTERVAL = 24 * 60 * 60.0
 # How soon to try again when deleting them failed.
 PRUNE_RETRY = 10 * 60.0
@@ -54,9 +55,7 @@ class Worker:
                     )
                 )
             self._threads.append(
-                threading.Thread(
-                    target=self._prune_logs_daily, name="log-pruner", daemon=True
-                )
+                threading.Thread(target=self._prune_daily, name="pruner", daemon=True)
             )
             for number in range(1, self.outbox.settings.senders + 1):
                 self._threads.append(
@@ -110,20 +109,26 @@ class Worker:
             )
         return None
 
-    def _prune_logs_daily(self) -> None:
+    def _prune_daily(self) -> None:
         days = self.app.config["LOG_RETENTION_DAYS"]
         while True:
             try:
                 with self.app.app_context():
                     try:
-                        deleted = logs.prune(days)
+                        records = logs.prune(days)
+                        updates = inbox.prune(days)
                     finally:
                         db.session.remove()
             except Exception:
-                logger.exception("old log records not deleted; trying again later")
+                logger.exception("old records not deleted; trying again later")
                 pause = PRUNE_RETRY
             else:
-                logger.info("deleted %s log records older than %s days", deleted, days)
+                logger.info(
+                    "deleted %s log records and %s handled updates older than %s days",
+                    records,
+                    updates,
+                    days,
+                )
                 pause = PRUNE_INTERVAL
             if self._stopping.wait(pause):
                 return

@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 def init_app(app: Flask) -> None:
     """Register the webhook and the ``flask bot`` commands, and make the API client."""
-    from . import cli, views
+    from . import cli, inbox, views
 
     token = app.config["TELEGRAM_BOT_TOKEN"]
     if token:
@@ -30,6 +30,7 @@ def init_app(app: Flask) -> None:
     csrf.exempt(views.bp)
     app.register_blueprint(views.bp)
     app.cli.add_command(cli.bot)
+    inbox.init_app(app)
 
 
 def bot_api() -> BotAPI | None:

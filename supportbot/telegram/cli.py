@@ -1,17 +1,22 @@
 """``flask bot``: connect the app to Telegram, by webhook or by long polling."""
 
 import logging
+import signal
 import time
 
 import click
 from flask import current_app, url_for
 from flask.cli import AppGroup
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from ..errors import NotFound
 from ..extensions import db
+from ..models import TelegramUpdate
 from ..outbox import Worker
+from . import inbox
 from .api import BotAPI, TelegramError
-from .conversation import mini_app_menu_button, process_update
+from .conversation import mini_app_menu_button
 from .strings import text
 from .updates import ALLOWED_UPDATES, MalformedUpdate
 
@@ -118,24 +123,29 @@ def _poll_forever(api: BotAPI) -> None:
 
 
 def poll_round(api: BotAPI, offset: int | None, timeout: int = POLL_TIMEOUT):
-    """Fetch one batch of updates, handle each, and return the next offset."""
+    """Fetch one batch of updates, store and handle them, and return the next offset."""
     updates = api.call(
         "getUpdates",
         {"offset": offset, "timeout": timeout, "allowed_updates": ALLOWED_UPDATES},
         timeout=timeout + 10,
     )
     for update in updates:
-        while not _process_one(update):
+        while not _store_one(update):
             time.sleep(5)
         offset = update["update_id"] + 1
+    if updates:
+        try:
+            inbox.handle_waiting()
+        finally:
+            db.session.remove()
     return offset
 
 
-def _process_one(update: dict) -> bool:
+def _store_one(update: dict) -> bool:
     # The webhook's path. A broken update is skipped; while the database is
     # down the update is kept and tried again, as Telegram would redeliver it.
     try:
-        process_update(update)
+        inbox.store(update)
     except MalformedUpdate as error:
         db.session.rollback()
         logger.warning("update %s skipped: %s", update.get("update_id"), error)
@@ -150,6 +160,66 @@ def _process_one(update: dict) -> bool:
     finally:
         db.session.remove()
     return True
+
+
+@bot.command("handle")
+def handle() -> None:
+    """Handle stored updates until stopped, beside or instead of the web's handlers."""
+    state = inbox.inbox_of(current_app)
+    if not state.handlers:
+        raise click.ClickException("TELEGRAM_HANDLERS is 0: no handler would run.")
+
+    # Platforms stop processes with SIGTERM: finish the updates in hand first.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    click.echo(f"Handling updates with {state.handlers} threads; Ctrl+C stops.")
+    try:
+        state.run()
+    except KeyboardInterrupt:
+        click.echo("Stopped.")
+
+
+@bot.command("failed")
+def failed() -> None:
+    """List the updates whose handling failed, newest first."""
+    updates = inbox.failed_updates()
+    if not updates:
+        click.echo("No update failed.")
+        return
+
+    for stored in updates:
+        moment = f"{stored.handled_at:%Y-%m-%d %H:%M:%S}"
+        click.echo(f"{stored.update_id}  {moment}  {stored.kind}  {stored.error}")
+
+
+@bot.command("handle-again")
+@click.argument("update_ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="Every failed update.")
+def handle_again(update_ids: tuple[int, ...], every: bool) -> None:
+    """Handle failed updates again, once what made them fail is fixed."""
+    if bool(update_ids) == every:
+        raise click.UsageError("Name the update ids, or give --all.")
+
+    try:
+        again = inbox.handle_again(None if every else list(update_ids))
+    except NotFound as error:
+        raise click.ClickException(error.message) from None
+    db.session.commit()
+
+    inbox.handle_waiting()
+    still = sorted(
+        db.session.scalars(
+            select(TelegramUpdate.update_id)
+            .where(TelegramUpdate.update_id.in_(again))
+            .where(TelegramUpdate.error.is_not(None))
+        )
+    )
+    click.echo(f"Handled {len(again) - len(still)} of {len(again)} updates again.")
+    if still:
+        raise click.ClickException(
+            "Failed again: "
+            + ", ".join(str(update_id) for update_id in still)
+            + ". 'flask bot failed' shows why."
+        )
 
 
 def _set_commands() -> None:

@@ -12,10 +12,9 @@ from telebot import types
 
 from .. import customers, outbox, tickets
 from ..extensions import db
-from ..models import Customer, ProcessedUpdate, Ticket, insert_or_ignore
-from ..monitoring.metrics import WEBHOOK_UPDATES
+from ..models import Customer, Ticket
 from .strings import text
-from .updates import ALLOWED_UPDATES, attachment_of, parse_update, profile_of
+from .updates import attachment_of, profile_of
 
 logger = logging.getLogger(__name__)
 
@@ -24,23 +23,9 @@ RECEIVED_REACTION = "👀"
 LEFT_STATUSES = ("left", "kicked")
 
 
-def process_update(payload) -> bool:
-    """Store and handle one update unless it was handled before.
-
-    Returns whether the update was new. The update id and everything the update
-    causes commit together, so a redelivered update is never handled twice.
-    """
-    update_id, kind, update = parse_update(payload)
-
-    if not insert_or_ignore(ProcessedUpdate, update_id=update_id, kind=kind[:32]):
-        db.session.rollback()
-        WEBHOOK_UPDATES.labels(_metric_kind(kind), "duplicate").inc()
-        logger.info("update %s is a duplicate; ignored", update_id)
-        return False
-
-    if update is None:
-        logger.info("update %s of kind %r ignored", update_id, kind[:32])
-    elif update.message is not None:
+def handle_update(update: types.Update) -> None:
+    """Do what ``update`` asks; the caller commits."""
+    if update.message is not None:
         on_message(update.message)
     elif update.edited_message is not None:
         on_edited_message(update.edited_message)
@@ -48,15 +33,6 @@ def process_update(payload) -> bool:
         on_my_chat_member(update.my_chat_member)
     elif update.callback_query is not None:
         on_callback_query(update.callback_query)
-    db.session.commit()
-
-    WEBHOOK_UPDATES.labels(_metric_kind(kind), "new").inc()
-    return True
-
-
-def _metric_kind(kind: str) -> str:
-    # Forged updates could invent endless kinds; labels stay few.
-    return kind if kind in ALLOWED_UPDATES else "other"
 
 
 def on_message(message: types.Message) -> None:

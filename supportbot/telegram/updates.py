@@ -91,6 +91,15 @@ def parse_update(payload) -> tuple[int, str, types.Update]:
     return update_id, kind, update
 
 
+def chat_of(update: types.Update) -> int:
+    """Return the chat whose other updates ``update`` must keep its place among."""
+    if update.callback_query is not None:
+        # Buttons are pressed in the presser's private chat with the bot.
+        return update.callback_query.from_user.id
+    message = update.message or update.edited_message or update.my_chat_member
+    return message.chat.id
+
+
 def profile_of(user: types.User) -> Profile:
     """Turn Telegram's user object into a customer profile."""
     return Profile(

@@ -4,7 +4,7 @@ import hmac
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from .conversation import process_update
+from . import inbox
 
 bp = Blueprint("telegram", __name__, url_prefix="/telegram")
 
@@ -13,7 +13,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 @bp.post("/webhook")
 def webhook():
-    """Store one update from Telegram, then acknowledge it."""
+    """Store one update from Telegram and acknowledge it; it is handled after."""
     _check_secret()
 
     request.max_content_length = current_app.config["TELEGRAM_MAX_UPDATE_BYTES"]
@@ -24,7 +24,7 @@ def webhook():
     if payload is None:
         abort(400, "The body is not valid JSON.")
 
-    new = process_update(payload)
+    new = inbox.store(payload)
     return jsonify(ok=True, duplicate=not new)
 
 
