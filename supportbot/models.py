@@ -1,6 +1,7 @@
 """The help desk's tables: customers, tickets, messages, staff and the bot's books."""
 
 import enum
+import functools
 import secrets
 from datetime import UTC, datetime
 
@@ -420,15 +421,21 @@ def insert_or_ignore(model: type[db.Model], **values) -> bool:
     transaction, so exactly one of them reports True.
     """
     dialect = db.session.get_bind().dialect.name
+    statement = _insert_or_ignore(model.__table__, dialect)
+    return db.session.execute(statement, values).rowcount == 1
+
+
+@functools.cache
+def _insert_or_ignore(table, dialect: str):
+    # Built once per table: the values come as parameters, so the compiled
+    # statement is reused rather than composed and looked up anew each time.
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         raise NotImplementedError(f"insert_or_ignore does not support {dialect}")
-
-    statement = insert(model).values(**values).on_conflict_do_nothing()
-    return db.session.execute(statement).rowcount == 1
+    return insert(table).on_conflict_do_nothing()
 
 
 class Category(db.Model):
