@@ -371,12 +371,26 @@ async def measure_replies(arguments, base_url: str, ticket_ids: list[int]) -> di
     }
 
 
+def wait_until_handled(engine, timeout: float = 120) -> None:
+    """Wait until the app's handlers have handled every stored update."""
+    deadline = time.monotonic() + timeout
+    query = text("SELECT count(*) FROM telegram_update WHERE handled_at IS NULL")
+    while True:
+        with engine.connect() as connection:
+            if connection.scalar(query) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"stored updates still waiting after {timeout:g} s")
+        time.sleep(0.05)
+
+
 def run_socket_mode(arguments, uri: str, processes: Processes) -> bool:
     """Measure webhook to staff socket latency; return whether the target is met."""
     base_url = processes.start_web()
+    engine = create_engine(uri, **engine_options(uri))
     # The run then times follow-ups in open tickets, the usual case.
     asyncio.run(open_tickets(arguments, base_url, arguments.users))
-    engine = create_engine(uri, **engine_options(uri))
+    wait_until_handled(engine)
     try:
         result = asyncio.run(measure_socket(arguments, base_url, engine))
     finally:
