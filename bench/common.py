@@ -5,7 +5,7 @@ import json
 import time
 
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from supportbot import create_app
 from supportbot.config import engine_options
@@ -49,3 +49,16 @@ def text_update(update_id: int, user_id: int, message_id: int, text: str) -> byt
         "text": text,
     }
     return json.dumps({"update_id": update_id, "message": message}).encode()
+
+
+def wait_until_handled(engine: Engine, timeout: float = 600) -> float:
+    """Wait until no stored update waits to be handled; return the seconds it took."""
+    started = time.monotonic()
+    query = text("SELECT count(*) FROM telegram_update WHERE handled_at IS NULL")
+    while True:
+        with engine.connect() as connection:
+            if connection.scalar(query) == 0:
+                return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"stored updates still waiting after {timeout:g} s")
+        time.sleep(0.05)

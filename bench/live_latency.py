@@ -37,7 +37,7 @@ from supportbot.config import database_url, engine_options
 from supportbot.extensions import db
 from supportbot.fake_telegram import FakeTelegram
 
-from common import bench_app, empty_database, text_update
+from common import bench_app, empty_database, text_update, wait_until_handled
 
 ROOT = Path(__file__).resolve().parent.parent
 SOCKET_TARGET_P99 = 0.050
@@ -369,19 +369,6 @@ async def measure_replies(arguments, base_url: str, ticket_ids: list[int]) -> di
         "sent": sent,
         "answered_at": answered_at,
     }
-
-
-def wait_until_handled(engine, timeout: float = 120) -> None:
-    """Wait until the app's handlers have handled every stored update."""
-    deadline = time.monotonic() + timeout
-    query = text("SELECT count(*) FROM telegram_update WHERE handled_at IS NULL")
-    while True:
-        with engine.connect() as connection:
-            if connection.scalar(query) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"stored updates still waiting after {timeout:g} s")
-        time.sleep(0.05)
 
 
 def run_socket_mode(arguments, uri: str, processes: Processes) -> bool:

@@ -50,14 +50,13 @@ from sqlalchemy import (
     Text,
     create_engine,
     insert,
-    text,
 )
 
 from supportbot.config import database_url, engine_options
 from supportbot.extensions import db
 from supportbot.fake_telegram import FakeTelegram
 
-from common import bench_app, empty_database, text_update
+from common import bench_app, empty_database, text_update, wait_until_handled
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.8
@@ -252,19 +251,6 @@ class Updates:
             self._message_ids[user],
             f"My order {self._update_id} has not arrived yet, can you help?",
         )
-
-
-def wait_until_handled(engine, timeout: float = 600) -> float:
-    """Wait until no stored update waits to be handled; return the seconds it took."""
-    started = time.monotonic()
-    query = text("SELECT count(*) FROM telegram_update WHERE handled_at IS NULL")
-    while True:
-        with engine.connect() as connection:
-            if connection.scalar(query) == 0:
-                return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"stored updates still waiting after {timeout:g} s")
-        time.sleep(0.05)
 
 
 async def post_for(
