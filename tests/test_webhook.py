@@ -256,6 +256,32 @@ def test_failed_handling_keeps_the_update_and_the_chat_goes_on(
         assert [m.text for m in db.session.scalars(select(Message))] == ["still there?"]
 
 
+def test_one_failing_update_does_not_undo_the_others_handled_with_it(
+    app, client, telegram, monkeypatch, handle_updates
+):
+    real = tickets.add_customer_message
+
+    def broken(customer, text, **kwargs):
+        if text == "breaks":
+            raise RuntimeError("handler bug")
+        return real(customer, text, **kwargs)
+
+    monkeypatch.setattr(tickets, "add_customer_message", broken)
+    updates = [telegram.user().text(text) for text in ("one", "breaks", "three")]
+    for update in updates:
+        client.post("/telegram/webhook", json=update, headers=SECRET)
+
+    # Taken together in one batch, then each again on its own.
+    assert handle_updates() == 3
+
+    with app.app_context():
+        texts = db.session.scalars(select(Message.text).order_by(Message.id))
+        assert list(texts) == ["one", "three"]
+        assert [u.update_id for u in inbox.failed_updates()] == [
+            updates[1]["update_id"]
+        ]
+
+
 def test_failed_update_is_handled_again_once_fixed(
     app, send_update, telegram, monkeypatch, handle_updates
 ):

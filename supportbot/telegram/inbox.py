@@ -2,9 +2,9 @@
 
 The webhook stores each update whole in one statement and answers Telegram at
 once, so a burst of updates never keeps Telegram waiting. Handler threads then
-claim stored updates, the oldest of each chat first, and handle each in the
-transaction that marks it handled: an update is handled once, and one whose
-handling fails keeps its error and waits for ``flask bot handle-again``.
+claim stored updates, the oldest of each chat first, and handle them in the
+transaction that marks them handled: an update is handled once, and one whose
+handling fails keeps its error until it is handled again.
 """
 
 import functools
@@ -82,11 +82,11 @@ def handle_next(limit: int = BATCH) -> int:
     """Handle the next stored updates that may go now, and commit; return how many.
 
     Takes up to ``limit`` updates of different chats and handles them in one
-    transaction; should one fail, each is handled again in a transaction of
-    its own. Returns 0 when none may go: every stored update is handled, or
-    waits behind an earlier update of its chat that another handler holds.
-    Raises the database's error when the database is out of reach; the
-    updates then stay stored for the next try.
+    transaction; should one fail, each goes again in a transaction of its
+    own, so that only that one fails. Returns 0 when none may go: every stored
+    update is handled, or waits behind an earlier update of its chat that
+    another handler holds. Raises the database's error when the database is
+    out of reach; the updates then stay stored for the next try.
     """
     claimed = db.session.scalars(_waiting_first(limit)).all()
     if not claimed:
@@ -95,24 +95,14 @@ def handle_next(limit: int = BATCH) -> int:
 
     update_ids = [stored.update_id for stored in claimed]
     try:
-        for stored in claimed:
-            handle_update(parse_update(stored.payload)[2])
-        if not _mark_handled(update_ids):
-            db.session.rollback()
-            return len(update_ids)
-        db.session.commit()
+        _handle(claimed)
     except UNAVAILABLE:
         db.session.rollback()
         raise
-    except Exception as error:
+    except Exception:
         db.session.rollback()
-        if len(update_ids) == 1:
-            _fail(update_ids[0], error)
-        else:
-            for update_id in update_ids:
-                _handle_alone(update_id)
-    else:
-        UPDATES_HANDLED.labels("handled").inc(len(update_ids))
+        for update_id in update_ids:
+            _handle_alone(update_id)
     return len(update_ids)
 
 
@@ -248,6 +238,17 @@ def _mark_handled(update_ids: list[int]) -> bool:
     return False
 
 
+def _handle(claimed: list[TelegramUpdate]) -> None:
+    for stored in claimed:
+        handle_update(parse_update(stored.payload)[2])
+
+    if not _mark_handled([stored.update_id for stored in claimed]):
+        db.session.rollback()
+        return
+    db.session.commit()
+    UPDATES_HANDLED.labels("handled").inc(len(claimed))
+
+
 def _handle_alone(update_id: int) -> None:
     stored = db.session.scalar(
         select(TelegramUpdate)
@@ -261,11 +262,7 @@ def _handle_alone(update_id: int) -> None:
         return
 
     try:
-        handle_update(parse_update(stored.payload)[2])
-        if not _mark_handled([update_id]):
-            db.session.rollback()
-            return
-        db.session.commit()
+        _handle([stored])
     except UNAVAILABLE:
         db.session.rollback()
         raise
@@ -274,8 +271,6 @@ def _handle_alone(update_id: int) -> None:
         # the others: its error is kept, and the next update goes on.
         db.session.rollback()
         _fail(update_id, error)
-    else:
-        UPDATES_HANDLED.labels("handled").inc()
 
 
 def _fail(update_id: int, error: Exception) -> None:
