@@ -26,12 +26,17 @@ def database_url(url: str | None, instance_path: str) -> str:
     return url
 
 
-def engine_options(url: str) -> dict:
+DEFAULT_POOL_SIZE = 20
+
+
+def engine_options(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> dict:
     """Return engine options suited to the database behind ``url``."""
     if url.startswith("sqlite"):
         # Writers queue for the lock rather than failing at once.
         return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True}
+    # A gevent worker serves many requests at once, and connections beyond
+    # the pool are opened for one request and closed after it.
+    return {"pool_pre_ping": True, "pool_size": pool_size}
 
 
 def development_secret_key(instance_path: str) -> str:
@@ -75,7 +80,12 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = database_url(
             self._str("DATABASE_URL"), instance_path
         )
-        self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
+        self.DATABASE_POOL_SIZE = self._int("DATABASE_POOL_SIZE", DEFAULT_POOL_SIZE)
+        if self.DATABASE_POOL_SIZE < 1:
+            raise ConfigError("DATABASE_POOL_SIZE must be at least 1.")
+        self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(
+            self.SQLALCHEMY_DATABASE_URI, self.DATABASE_POOL_SIZE
+        )
         self.TELEGRAM_BOT_TOKEN = self._str("TELEGRAM_BOT_TOKEN")
         self.TELEGRAM_WEBHOOK_SECRET = self._str("TELEGRAM_WEBHOOK_SECRET")
         if production and self.TELEGRAM_BOT_TOKEN and not self.TELEGRAM_WEBHOOK_SECRET:

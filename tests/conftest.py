@@ -65,7 +65,9 @@ def database_uri(tmp_path):
 
 @pytest.fixture
 def make_app(database_uri, telegram, tmp_path):
-    """Build apps wired to the test database and the fake Bot API."""
+    """Build apps wired to the test database and the fake Bot API, and close
+    their database connections after the test."""
+    made = []
 
     def make(**overrides):
         config = {
@@ -86,9 +88,14 @@ def make_app(database_uri, telegram, tmp_path):
             "LOG_TO_DATABASE": False,
         }
         config.update(overrides)
-        return create_app(config)
+        made.append(create_app(config))
+        return made[-1]
 
-    return make
+    yield make
+
+    for each in made:
+        with each.app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture

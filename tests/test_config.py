@@ -84,3 +84,15 @@ def test_app_without_token_runs_and_says_the_bot_is_off(database_uri, caplog):
     assert app.extensions["supportbot.telegram"] is None
     off = [r for r in caplog.records if "the bot is off" in r.getMessage()]
     assert len(off) == 1
+
+
+def test_postgresql_connections_are_pooled_as_configured(tmp_path):
+    environ = {"DATABASE_URL": "postgresql://u@db/app"}
+
+    default = Config(str(tmp_path), environ).SQLALCHEMY_ENGINE_OPTIONS
+    sized = Config(str(tmp_path), {**environ, "DATABASE_POOL_SIZE": "50"})
+
+    assert default == {"pool_pre_ping": True, "pool_size": 20}
+    assert sized.SQLALCHEMY_ENGINE_OPTIONS["pool_size"] == 50
+    with pytest.raises(ConfigError, match="DATABASE_POOL_SIZE"):
+        Config(str(tmp_path), {**environ, "DATABASE_POOL_SIZE": "0"})
