@@ -4,7 +4,9 @@ Inside one process a commit rings the app's :class:`Doorbell`. Between processes
 the news travels by PostgreSQL's NOTIFY, sent in the committing transaction so
 that it arrives only if the rows do, or, on other databases, by a Redis
 message published after the commit. Senders also look on their own every poll
-interval, so a lost notice delays delivery but loses nothing.
+interval, so a lost notice delays delivery but loses nothing. Senders, and the
+update handlers that wait on a doorbell of their own, loop in
+:func:`work_until_stopped`.
 """
 
 import logging
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 POSTGRES_CHANNEL = "supportbot_outbox"
 # How long a listener waits before connecting again after losing its connection.
 RECONNECT_PAUSE = 2.0
+# The longest pause after an unexpected error, such as the database being down.
+MAX_ERROR_PAUSE = 30.0
 
 
 class Doorbell:
@@ -47,6 +51,44 @@ class Doorbell:
                 lambda: self._rung or stopping.is_set(), max(timeout, 0.0)
             )
             self._rung = False
+
+
+def work_until_stopped(
+    app,
+    doorbell: Doorbell,
+    stopping: threading.Event,
+    step,
+    poll_interval: float,
+    failure: str,
+) -> None:
+    """Call ``step`` in an app context, again and again, until ``stopping`` is set.
+
+    ``step`` returns None when it did something: another idle thread is then
+    woken for what may be left, and ``step`` runs again at once. Otherwise it
+    returns the seconds until it may find work, and the thread waits that long
+    for a ring, ``poll_interval`` at most. After an error the pause doubles
+    each time, up to ``MAX_ERROR_PAUSE``, and ``failure`` is logged.
+    """
+    errors = 0
+    while not stopping.is_set():
+        try:
+            with app.app_context():
+                try:
+                    idle = step()
+                finally:
+                    db.session.remove()
+        except Exception:
+            errors += 1
+            pause = min(2.0**errors, MAX_ERROR_PAUSE)
+            logger.exception("%s; trying again in %ss", failure, pause)
+            stopping.wait(pause)
+            continue
+
+        errors = 0
+        if idle is None:
+            doorbell.ring()
+        else:
+            doorbell.wait(min(idle, poll_interval), stopping)
 
 
 class Listener:

@@ -12,12 +12,10 @@ from ..telegram import inbox
 from ..telegram.api import BotAPI
 from .delivery import Courier
 from .state import outbox_of
-from .wakeup import PostgresListener, RedisListener
+from .wakeup import PostgresListener, RedisListener, work_until_stopped
 
 logger = logging.getLogger(__name__)
 
-# The longest pause after an unexpected error, such as the database being down.
-MAX_ERROR_PAUSE = 30.0
 # How often log records and updates past LOG_RETENTION_DAYS are deleted.
 PRUNE_INTERVAL = 24 * 60 * 60.0
 # How soon to try again when deleting them failed.
@@ -135,25 +133,17 @@ class Worker:
 
     def _send_until_stopped(self) -> None:
         courier = Courier(self.app, self.api, self._stopping)
-        errors = 0
-        while not self._stopping.is_set():
-            try:
-                with self.app.app_context():
-                    try:
-                        delivered = courier.deliver_one()
-                        idle = 0.0 if delivered else courier.seconds_until_due()
-                    finally:
-                        db.session.remove()
-            except Exception:
-                errors += 1
-                pause = min(2.0**errors, MAX_ERROR_PAUSE)
-                logger.exception("outbox delivery failed; trying again in %ss", pause)
-                self._stopping.wait(pause)
-                continue
 
-            errors = 0
-            if delivered:
-                # Another idle sender may take the next row meanwhile.
-                self.outbox.doorbell.ring()
-            else:
-                self.outbox.doorbell.wait(min(idle, self.poll_interval), self._stopping)
+        def send_one():
+            if courier.deliver_one():
+                return None
+            return courier.seconds_until_due()
+
+        work_until_stopped(
+            self.app,
+            self.outbox.doorbell,
+            self._stopping,
+            send_one,
+            self.poll_interval,
+            "outbox delivery failed",
+        )

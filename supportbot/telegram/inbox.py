@@ -22,7 +22,7 @@ from ..errors import NotFound
 from ..extensions import db
 from ..models import Staff, TelegramUpdate, insert_or_ignore, utcnow
 from ..monitoring.metrics import UPDATES_HANDLED, WEBHOOK_UPDATES
-from ..outbox.wakeup import Doorbell
+from ..outbox.wakeup import Doorbell, work_until_stopped
 from .conversation import handle_update
 from .updates import ALLOWED_UPDATES, chat_of, parse_update
 
@@ -32,8 +32,6 @@ audit = logging.getLogger("supportbot.audit")
 STATE = "supportbot.inbox"
 # Errors that say the database is out of reach, not that the update is bad.
 UNAVAILABLE = (OperationalError, InterfaceError)
-# The longest pause after the database stops answering.
-MAX_ERROR_PAUSE = 30.0
 ERROR_LENGTH = 2000
 # Most updates one handler takes into one transaction.
 BATCH = 20
@@ -335,28 +333,20 @@ class Inbox:
             self.stop()
 
     def _handle_until_stopped(self) -> None:
-        errors = 0
-        while not self._stopping.is_set():
-            try:
-                with self.app.app_context():
-                    try:
-                        taken = handle_next()
-                    finally:
-                        db.session.remove()
-            except Exception:
-                errors += 1
-                pause = min(2.0**errors, MAX_ERROR_PAUSE)
-                logger.exception("updates not handled; trying again in %ss", pause)
-                self._stopping.wait(pause)
-                continue
+        def handle_some():
+            if handle_next():
+                return None
+            # Updates stored by other processes are found by looking.
+            return self.poll_interval
 
-            errors = 0
-            if taken:
-                # Another idle handler may take the next update meanwhile.
-                self.doorbell.ring()
-            else:
-                # Updates stored by other processes are found by looking.
-                self.doorbell.wait(self.poll_interval, self._stopping)
+        work_until_stopped(
+            self.app,
+            self.doorbell,
+            self._stopping,
+            handle_some,
+            self.poll_interval,
+            "updates not handled",
+        )
 
 
 def init_app(app: Flask) -> None:
