@@ -229,17 +229,26 @@ def test_answers_503_when_update_cannot_be_stored(make_app, telegram):
     assert response.json["error_id"]
 
 
-def test_failed_handling_keeps_the_update_and_the_chat_goes_on(
-    app, send_update, telegram, monkeypatch, caplog
-):
+@pytest.fixture
+def fail_on(monkeypatch):
+    """Make filing one text fail, as a fault in the app would."""
     real = tickets.add_customer_message
 
-    def broken(customer, text, **kwargs):
-        if text == "hello":
-            raise RuntimeError("handler bug")
-        return real(customer, text, **kwargs)
+    def make(failing_text):
+        def add(customer, text, **kwargs):
+            if text == failing_text:
+                raise RuntimeError("handler bug")
+            return real(customer, text, **kwargs)
 
-    monkeypatch.setattr(tickets, "add_customer_message", broken)
+        monkeypatch.setattr(tickets, "add_customer_message", add)
+
+    return make
+
+
+def test_failed_handling_keeps_the_update_and_the_chat_goes_on(
+    app, send_update, telegram, fail_on, caplog
+):
+    fail_on("hello")
     user = telegram.user()
     failing = user.text("hello")
 
@@ -257,16 +266,9 @@ def test_failed_handling_keeps_the_update_and_the_chat_goes_on(
 
 
 def test_one_failing_update_does_not_undo_the_others_handled_with_it(
-    app, client, telegram, monkeypatch, handle_updates
+    app, client, telegram, fail_on, handle_updates
 ):
-    real = tickets.add_customer_message
-
-    def broken(customer, text, **kwargs):
-        if text == "breaks":
-            raise RuntimeError("handler bug")
-        return real(customer, text, **kwargs)
-
-    monkeypatch.setattr(tickets, "add_customer_message", broken)
+    fail_on("breaks")
     updates = [telegram.user().text(text) for text in ("one", "breaks", "three")]
     for update in updates:
         client.post("/telegram/webhook", json=update, headers=SECRET)
