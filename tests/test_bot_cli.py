@@ -145,4 +145,5 @@ def test_handle_refuses_to_run_without_handlers(runner):
 
 
 def broken(*args, **kwargs):
+    """Stand in for a service with a fault in it."""
     raise RuntimeError("handler bug")
