@@ -53,17 +53,21 @@ def test_ticket_room_gets_messages_events_and_state(
     received(socket)
 
     send_update(user.text("second"))
+    on_message = received(socket)
     token = csrf_token_of(agent_client)
     agent_client.post(
         f"/console/tickets/{ticket_id}/assign",
         data={"assignee": "me", "csrf_token": token},
     )
+    on_assign = received(socket)
 
-    events = received(socket)
-    created = [e["args"][0] for e in events if e["name"] == "message_created"]
+    created = [e["args"][0] for e in on_message if e["name"] == "message_created"]
     assert created and created[0]["ticket_id"] == ticket_id
     assert created[0]["kind"] == "customer"
-    assert any(e["name"] == "ticket_event_created" for e in events)
+    # In the queue room and the ticket's: the change arrives once all the same.
+    changed = [e["args"][0] for e in on_message if e["name"] == "ticket_changed"]
+    assert changed == [{"ticket_id": ticket_id}]
+    assert any(e["name"] == "ticket_event_created" for e in on_assign)
 
 
 def test_rolled_back_changes_announce_nothing(

@@ -60,10 +60,12 @@ def channel_for(redis_url: str | None) -> str:
 
 
 def _on_ticket_changed(app, ticket_id: int, **details) -> None:
-    payload = {"ticket_id": ticket_id, **details}
-    socketio.emit("ticket_changed", payload, to=QUEUE_ROOM, namespace=NAMESPACE)
+    # One message for both rooms: a console in both gets it once.
     socketio.emit(
-        "ticket_changed", payload, to=ticket_room(ticket_id), namespace=NAMESPACE
+        "ticket_changed",
+        {"ticket_id": ticket_id, **details},
+        to=[QUEUE_ROOM, ticket_room(ticket_id)],
+        namespace=NAMESPACE,
     )
 
 
