@@ -18,7 +18,7 @@ from sqlalchemy import select
 from .. import outbox, reports
 from ..extensions import db
 from ..models import LogRecord, Staff, utcnow
-from ..monitoring.system import system_figures
+from ..monitoring.system import system_figures, update_backlog
 from ..routing import id_arg, parse_id
 from ..telegram import inbox
 from .views import bp
@@ -145,7 +145,7 @@ def deliveries():
         failed=problems.failed,
         stuck=problems.stuck,
         stuck_minutes=int(STUCK_AFTER.total_seconds() // 60),
-        backlog=inbox.backlog(),
+        backlog=update_backlog(),
         failed_updates=inbox.failed_updates(),
     )
 

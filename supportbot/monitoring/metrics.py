@@ -25,7 +25,8 @@ from sqlalchemy import func, select
 
 from .. import events
 from ..extensions import db
-from ..models import OutboxMessage, OutboxStatus, TelegramUpdate, utcnow
+from ..models import OutboxMessage, OutboxStatus, utcnow
+from .system import update_backlog
 
 HTTP_REQUESTS = Counter(
     "supportbot_http_requests_total",
@@ -75,14 +76,7 @@ class DatabaseCollector:
             failed = db.session.scalar(
                 select(func.count()).where(OutboxMessage.status == OutboxStatus.FAILED)
             )
-            updates_waiting, updates_oldest = db.session.execute(
-                select(func.count(), func.min(TelegramUpdate.received_at)).where(
-                    TelegramUpdate.handled_at.is_(None)
-                )
-            ).one()
-            updates_failed = db.session.scalar(
-                select(func.count()).where(TelegramUpdate.error.is_not(None))
-            )
+            updates = update_backlog()
             db.session.remove()
 
         yield GaugeMetricFamily(
@@ -100,9 +94,10 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "supportbot_updates_waiting",
             "Telegram updates stored and not handled yet.",
-            updates_waiting,
+            updates.waiting,
         )
-        age = (utcnow() - updates_oldest).total_seconds() if updates_oldest else 0.0
+        oldest = updates.oldest_waiting
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
         yield GaugeMetricFamily(
             "supportbot_updates_oldest_age_seconds",
             "Age of the oldest Telegram update not handled yet.",
@@ -111,7 +106,7 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "supportbot_updates_failed",
             "Telegram updates whose handling failed, waiting to be handled again.",
-            updates_failed,
+            updates.failed,
         )
 
         writer = self.app.extensions.get("supportbot.logs")

@@ -1,6 +1,8 @@
-"""How this process, its database and the outbox are doing, for the dashboard."""
+"""How this process, its database, the outbox and Telegram's updates are doing."""
 
 import time
+from dataclasses import dataclass
+from datetime import datetime
 
 import psutil
 from flask import Flask
@@ -8,7 +10,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
-from ..models import OutboxMessage, OutboxStatus, utcnow
+from ..models import OutboxMessage, OutboxStatus, TelegramUpdate, utcnow
 
 
 def system_figures(app: Flask) -> dict:
@@ -64,6 +66,28 @@ def _outbox() -> dict:
         "oldest_age_seconds": (utcnow() - oldest).total_seconds() if oldest else 0,
         "failed": failed,
     }
+
+
+@dataclass(frozen=True)
+class UpdateBacklog:
+    """Stored Telegram updates not handled yet, and those whose handling failed."""
+
+    waiting: int
+    oldest_waiting: datetime | None
+    failed: int
+
+
+def update_backlog() -> UpdateBacklog:
+    """Count the updates still waiting to be handled and those that failed."""
+    waiting, oldest = db.session.execute(
+        select(func.count(), func.min(TelegramUpdate.received_at)).where(
+            TelegramUpdate.handled_at.is_(None)
+        )
+    ).one()
+    failed = db.session.scalar(
+        select(func.count()).where(TelegramUpdate.error.is_not(None))
+    )
+    return UpdateBacklog(waiting, oldest, failed)
 
 
 def _dropped_logs(app: Flask) -> int:

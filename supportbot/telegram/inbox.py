@@ -10,11 +10,10 @@ handling fails keeps its error until it is handled again.
 import functools
 import logging
 import threading
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import aliased
 
@@ -145,28 +144,6 @@ def handle_again(update_ids: list[int] | None = None, by: Staff | None = None):
         extra={"staff_id": by.id if by is not None else None},
     )
     return failed
-
-
-@dataclass(frozen=True)
-class Backlog:
-    """Stored updates not handled yet, and those whose handling failed."""
-
-    waiting: int
-    oldest_waiting: datetime | None
-    failed: int
-
-
-def backlog() -> Backlog:
-    """Count the updates still waiting and those that failed."""
-    waiting, oldest = db.session.execute(
-        select(func.count(), func.min(TelegramUpdate.received_at)).where(
-            TelegramUpdate.handled_at.is_(None)
-        )
-    ).one()
-    failed = db.session.scalar(
-        select(func.count()).where(TelegramUpdate.error.is_not(None))
-    )
-    return Backlog(waiting, oldest, failed)
 
 
 def prune(days: int) -> int:
