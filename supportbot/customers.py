@@ -27,14 +27,22 @@ def record_customer(profile: Profile) -> Customer:
     The row lock serializes concurrent updates from one customer, so that two
     first messages arriving together still open a single ticket.
     """
-    insert_or_ignore(Customer, id=profile.id, first_name=profile.first_name)
     customer = db.session.get(Customer, profile.id, with_for_update=True)
+    if customer is None:
+        insert_or_ignore(Customer, id=profile.id, first_name=profile.first_name)
+        customer = db.session.get(Customer, profile.id, with_for_update=True)
 
-    customer.first_name = profile.first_name
-    customer.last_name = profile.last_name
-    customer.username = profile.username
+    fresh = {
+        "first_name": profile.first_name,
+        "last_name": profile.last_name,
+        "username": profile.username,
+    }
     if profile.language_code:
-        customer.language_code = profile.language_code
+        fresh["language_code"] = profile.language_code
+    # Only what changed is set, so that an unchanged customer costs no flush.
+    for name, value in fresh.items():
+        if getattr(customer, name) != value:
+            setattr(customer, name, value)
     return customer
 
 
