@@ -37,11 +37,31 @@ PENDING = "supportbot.events.pending"
 def announce(signal, **payload) -> None:
     """Publish ``signal`` with ``payload`` when the current transaction commits.
 
-    The same event announced twice in one transaction is published once.
+    A value may be a function of no arguments, such as one that reads the id
+    of a row not yet flushed: it is called just before the commit, once the
+    transaction's rows are flushed. The same event announced twice in one
+    transaction is published once.
     """
-    pending = db.session.info.setdefault(PENDING, [])
-    if (signal, payload) not in pending:
-        pending.append((signal, payload))
+    db.session.info.setdefault(PENDING, []).append((signal, payload))
+
+
+def _settle_before_commit(session: Session) -> None:
+    pending = session.info.get(PENDING)
+    if not pending:
+        return
+
+    if any(callable(value) for _, payload in pending for value in payload.values()):
+        # The values read ids that rows are given when they are flushed.
+        session.flush()
+    settled = []
+    for signal, payload in pending:
+        values = {
+            name: value() if callable(value) else value
+            for name, value in payload.items()
+        }
+        if (signal, values) not in settled:
+            settled.append((signal, values))
+    session.info[PENDING] = settled
 
 
 def _publish_after_commit(session: Session) -> None:
@@ -61,5 +81,6 @@ def _forget_after_rollback(session: Session, transaction) -> None:
 def init_app(app) -> None:
     """Publish announced events after each commit."""
     if not event.contains(Session, "after_commit", _publish_after_commit):
+        event.listen(Session, "before_commit", _settle_before_commit)
         event.listen(Session, "after_commit", _publish_after_commit)
         event.listen(Session, "after_soft_rollback", _forget_after_rollback)

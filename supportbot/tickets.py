@@ -132,8 +132,8 @@ def add_customer_message(
     _record_message(ticket, message)
 
     logger.info(
-        "message %s added to ticket %s",
-        message.id,
+        "customer %s wrote on ticket %s",
+        customer.id,
         ticket.id,
         extra={"ticket_id": ticket.id},
     )
@@ -495,17 +495,18 @@ def _record_message(ticket: Ticket, message: Message) -> None:
         message.text or attachment_label(message.attachment), PREVIEW_LENGTH
     )
     ticket.updated_at = now
-    db.session.flush()
 
     _announce_message(message)
     events.announce(events.ticket_changed, ticket_id=ticket.id)
 
 
 def _announce_message(message: Message) -> None:
+    # Read at commit: a new message is flushed with the rest of its
+    # transaction, so that many are written in one statement.
     events.announce(
         events.message_created,
-        ticket_id=message.ticket_id,
-        message_id=message.id,
+        ticket_id=lambda: message.ticket_id,
+        message_id=lambda: message.id,
         kind=message.kind.value,
     )
 

@@ -6,11 +6,11 @@ import os
 import threading
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from supportbot import tickets
+from supportbot import events, tickets
 from supportbot.errors import NotFound
 from supportbot.extensions import db
 from supportbot.models import Customer, Message, TelegramUpdate, Ticket
@@ -210,6 +210,46 @@ def test_first_messages_arriving_together_open_one_ticket(
     with app.app_context():
         assert count(Ticket) == 1
         assert count(Message) == 10
+
+
+def test_follow_ups_handled_together_are_written_together_and_announced_apart(
+    app, client, telegram, handle_updates
+):
+    users = [telegram.user() for _ in range(5)]
+    for user in users:
+        client.post("/telegram/webhook", json=user.text("first"), headers=SECRET)
+    handle_updates()
+    for user in users:
+        client.post("/telegram/webhook", json=user.text("again"), headers=SECRET)
+
+    statements, announced = [], []
+    with app.app_context():
+        engine = db.engine
+
+    def note(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        with events.message_created.connected_to(
+            lambda sender, **payload: announced.append(payload)
+        ):
+            assert handle_updates() == 5
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+    if engine.dialect.name == "postgresql":
+        # One batch: its messages go to the database in one statement. (SQLite
+        # has them inserted one by one, still in one flush.)
+        assert sum(s.startswith("INSERT INTO message ") for s in statements) == 1
+    with app.app_context():
+        written = db.session.execute(
+            select(Message.id, Message.ticket_id).where(Message.text == "again")
+        ).all()
+    assert len(written) == 5
+    assert sorted((p["message_id"], p["ticket_id"]) for p in announced) == sorted(
+        tuple(row) for row in written
+    )
 
 
 def test_answers_503_when_update_cannot_be_stored(make_app, telegram):

@@ -214,8 +214,12 @@ def _mark_handled(update_ids: list[int]) -> bool:
 
 
 def _handle(claimed: list[TelegramUpdate]) -> None:
-    for stored in claimed:
-        handle_update(parse_update(stored.payload)[2])
+    # A batch holds one update a chat, and none reads what another chat's
+    # update wrote: their rows are flushed together at the end, a statement a
+    # table, rather than before each query.
+    with db.session.no_autoflush:
+        for stored in claimed:
+            handle_update(parse_update(stored.payload)[2])
 
     if not _mark_handled([stored.update_id for stored in claimed]):
         db.session.rollback()
