@@ -414,15 +414,17 @@ class LogRecord(db.Model):
     )
 
 
-def insert_or_ignore(model: type[db.Model], **values) -> bool:
+def insert_or_ignore(model: type[db.Model], *, connection=None, **values) -> bool:
     """Insert a row unless one with the same key exists; tell whether it did.
 
-    On PostgreSQL a concurrent insert of the same key waits for the other
-    transaction, so exactly one of them reports True.
+    The row goes in with the session's transaction, or on ``connection`` when
+    one is given. On PostgreSQL a concurrent insert of the same key waits for
+    the other transaction, so exactly one of them reports True.
     """
-    dialect = db.session.get_bind().dialect.name
-    statement = _insert_or_ignore(model.__table__, dialect)
-    return db.session.execute(statement, values).rowcount == 1
+    runner = db.session if connection is None else connection
+    bind = db.session.get_bind() if connection is None else connection
+    statement = _insert_or_ignore(model.__table__, bind.dialect.name)
+    return runner.execute(statement, values).rowcount == 1
 
 
 @functools.cache

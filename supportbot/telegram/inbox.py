@@ -43,21 +43,21 @@ def store(payload) -> bool:
     a handler of this process, or of another one.
     """
     update_id, kind, parsed = parse_update(payload)
-
     if parsed is None:
         # Nothing to do but know it again if it comes again.
-        new = insert_or_ignore(
-            TelegramUpdate, update_id=update_id, kind=kind[:32], handled_at=utcnow()
-        )
+        row = {"update_id": update_id, "kind": kind[:32], "handled_at": utcnow()}
     else:
-        new = insert_or_ignore(
-            TelegramUpdate,
-            update_id=update_id,
-            kind=kind,
-            chat_id=chat_of(parsed),
-            payload=payload,
-        )
-    db.session.commit()
+        row = {
+            "update_id": update_id,
+            "kind": kind,
+            "chat_id": chat_of(parsed),
+            "payload": payload,
+        }
+
+    # One statement in a transaction of its own, without the session's
+    # bookkeeping, which would cost the webhook more than the statement.
+    with db.engine.begin() as connection:
+        new = insert_or_ignore(TelegramUpdate, connection=connection, **row)
 
     label = kind if kind in ALLOWED_UPDATES else "other"
     WEBHOOK_UPDATES.labels(label, "new" if new else "duplicate").inc()
