@@ -6,11 +6,12 @@ change, its timeline entry, the messages it sends and the events it announces
 in one transaction.
 """
 
+import functools
 import logging
 from collections.abc import Sequence
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from . import events, outbox
 from .errors import Conflict, NotFound, SupportbotError
@@ -43,14 +44,7 @@ RATINGS = range(1, 6)
 
 def current_ticket(customer: Customer) -> Ticket | None:
     """Return the customer's most recent ticket that is not closed."""
-    statement = (
-        select(Ticket)
-        .where(Ticket.customer_id == customer.id)
-        .where(Ticket.status != TicketStatus.CLOSED)
-        .order_by(Ticket.id.desc())
-        .limit(1)
-    )
-    return db.session.scalar(statement)
+    return db.session.scalar(_current_ticket(), {"customer_id": customer.id})
 
 
 def unclosed_tickets(customer: Customer) -> list[Ticket]:
@@ -475,6 +469,19 @@ def _shorten(text: str, length: int) -> str:
     if len(line) <= length:
         return line
     return line[: length - 1].rstrip() + "…"
+
+
+@functools.cache
+def _current_ticket():
+    # Built once, as every customer message asks it: composing the statement
+    # costs more than running it.
+    return (
+        select(Ticket)
+        .where(Ticket.customer_id == bindparam("customer_id"))
+        .where(Ticket.status != TicketStatus.CLOSED)
+        .order_by(Ticket.id.desc())
+        .limit(1)
+    )
 
 
 def _checked_text(text: str) -> str:
