@@ -1,8 +1,11 @@
 """Customers: the Telegram users who write to the bot."""
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+
+from sqlalchemy import bindparam, select
 
 from .extensions import db
 from .models import Customer, insert_or_ignore, utcnow
@@ -27,10 +30,10 @@ def record_customer(profile: Profile) -> Customer:
     The row lock serializes concurrent updates from one customer, so that two
     first messages arriving together still open a single ticket.
     """
-    customer = db.session.get(Customer, profile.id, with_for_update=True)
+    customer = db.session.scalar(_locked(), {"id": profile.id})
     if customer is None:
         insert_or_ignore(Customer, id=profile.id, first_name=profile.first_name)
-        customer = db.session.get(Customer, profile.id, with_for_update=True)
+        customer = db.session.scalar(_locked(), {"id": profile.id})
 
     fresh = {
         "first_name": profile.first_name,
@@ -44,6 +47,13 @@ def record_customer(profile: Profile) -> Customer:
         if getattr(customer, name) != value:
             setattr(customer, name, value)
     return customer
+
+
+@functools.cache
+def _locked():
+    # Built once, as every update asks it: composing the statement costs more
+    # than running it.
+    return select(Customer).where(Customer.id == bindparam("id")).with_for_update()
 
 
 def set_blocked(customer: Customer, blocked: bool, at: datetime | None = None) -> None:
