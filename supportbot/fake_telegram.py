@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import http.client
 import json
 import logging
 import mimetypes
@@ -822,7 +823,9 @@ class FakeTelegram:
             status = error.code
             text = error.read().decode("utf-8", "replace")
             error.close()
-        except OSError as error:
+        except (OSError, http.client.HTTPException) as error:
+            # Unreachable, or cut off before its answer was whole, as when the
+            # server dies mid-response: Telegram delivers the update again.
             logger.info("webhook unreachable: %s", error)
             self._note_webhook_error(f"Connection failed: {error}")
             return PushResult(0, None, str(error))

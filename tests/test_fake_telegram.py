@@ -57,6 +57,11 @@ class _WebhookReceiver(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if self.server.cut_short:
+            # As a server killed mid-answer: half the body, then nothing.
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -68,6 +73,7 @@ def webhook_receiver():
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _WebhookReceiver)
     receiver.received = []
     receiver.answer = {}
+    receiver.cut_short = False
     thread = threading.Thread(
         target=receiver.serve_forever, kwargs={"poll_interval": 0.05}
     )
@@ -600,6 +606,20 @@ def test_push_to_unreachable_webhook_reports_status_zero(telegram, http):
 
     assert result.status == 0
     assert result.json is None
+    info = http.get(api(telegram, "getWebhookInfo")).json()["result"]
+    assert info["last_error_message"].startswith("Connection failed")
+
+
+def test_push_answered_only_in_part_reports_status_zero(
+    telegram, http, webhook_receiver
+):
+    telegram.set_webhook(f"http://127.0.0.1:{webhook_receiver.server_address[1]}/")
+    webhook_receiver.cut_short = True
+
+    result = telegram.push(telegram.user().text("hi"))
+
+    # Telegram takes no half answer for one, and delivers the update again.
+    assert result.status == 0
     info = http.get(api(telegram, "getWebhookInfo")).json()["result"]
     assert info["last_error_message"].startswith("Connection failed")
 
