@@ -421,9 +421,11 @@ def insert_or_ignore(model: type[db.Model], *, connection=None, **values) -> boo
     one is given. On PostgreSQL a concurrent insert of the same key waits for
     the other transaction, so exactly one of them reports True.
     """
-    runner = db.session if connection is None else connection
-    bind = db.session.get_bind() if connection is None else connection
-    statement = _insert_or_ignore(model.__table__, bind.dialect.name)
+    if connection is None:
+        runner, dialect = db.session, db.session.get_bind().dialect.name
+    else:
+        runner, dialect = connection, connection.dialect.name
+    statement = _insert_or_ignore(model.__table__, dialect)
     return runner.execute(statement, values).rowcount == 1
 
 
