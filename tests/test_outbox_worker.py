@@ -59,6 +59,7 @@ def start_worker(make_app, app, grants):
 
 
 def _note_grants(throttle, grants):
+    """Make ``throttle`` note in ``grants`` when it lets a call go."""
     reserve = throttle.reserve
 
     def noting_reserve():
