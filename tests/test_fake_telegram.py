@@ -618,7 +618,7 @@ def test_push_answered_only_in_part_reports_status_zero(
 
     result = telegram.push(telegram.user().text("hi"))
 
-    # Telegram takes no half answer for one, and delivers the update again.
+    # Telegram counts half an answer as none and delivers the update again.
     assert result.status == 0
     info = http.get(api(telegram, "getWebhookInfo")).json()["result"]
     assert info["last_error_message"].startswith("Connection failed")
