@@ -4,6 +4,7 @@ handling stored updates in order, and again after a failure."""
 import logging
 import os
 import threading
+import time
 
 import pytest
 from sqlalchemy import event, func, select, text
@@ -372,6 +373,36 @@ def test_updates_of_a_chat_are_handled_in_order_of_their_ids(
     with app.app_context():
         texts = db.session.scalars(select(Message.text).order_by(Message.id))
         assert list(texts) == ["first", "second"]
+
+
+def test_a_handler_takes_a_chats_next_update_as_soon_as_the_earlier_is_handled(
+    app, client, telegram
+):
+    user = telegram.user()
+    for text_ in ("first", "second", "third"):
+        client.post("/telegram/webhook", json=user.text(text_), headers=SECRET)
+    # One handler, and no doorbell rung after the updates were stored: only
+    # looking again after each commit finds the next one before the poll.
+    handler = inbox.Inbox(app, handlers=1, poll_interval=60)
+
+    handler.start()
+    try:
+        with app.app_context():
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                waiting = db.session.scalar(
+                    select(func.count())
+                    .select_from(TelegramUpdate)
+                    .where(TelegramUpdate.handled_at.is_(None))
+                )
+                db.session.rollback()
+                if not waiting:
+                    break
+                time.sleep(0.02)
+            texts = db.session.scalars(select(Message.text).order_by(Message.id))
+            assert list(texts) == ["first", "second", "third"]
+    finally:
+        handler.stop()
 
 
 @needs_postgresql

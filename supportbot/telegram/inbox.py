@@ -315,8 +315,15 @@ class Inbox:
 
     def _handle_until_stopped(self) -> None:
         def handle_some():
-            if handle_next():
+            taken = handle_next()
+            if taken == BATCH:
+                # More may be waiting: another handler takes some of them.
                 return None
+            if taken:
+                # Look again at once, but alone: this batch's commit may have
+                # let later updates of its chats go, and each update stored
+                # meanwhile rang the doorbell itself.
+                return 0
             # Updates stored by other processes are found by looking.
             return self.poll_interval
 
