@@ -1,6 +1,11 @@
 """Configuration from environment variables."""
 
+import gc
 import logging
+import os
+import runpy
+from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -96,3 +101,17 @@ def test_postgresql_connections_are_pooled_as_configured(tmp_path):
     assert sized.SQLALCHEMY_ENGINE_OPTIONS["pool_size"] == 50
     with pytest.raises(ConfigError, match="DATABASE_POOL_SIZE"):
         Config(str(tmp_path), {**environ, "DATABASE_POOL_SIZE": "0"})
+
+
+def test_gunicorn_workers_keep_the_loaded_app_out_of_full_collections():
+    root = Path(__file__).resolve().parent.parent
+    # The settings file fills in environment variables of its own.
+    with mock.patch.dict(os.environ):
+        settings = runpy.run_path(str(root / "gunicorn.conf.py"))
+    assert gc.get_freeze_count() == 0
+
+    settings["post_worker_init"](None)
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
