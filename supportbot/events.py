@@ -5,6 +5,8 @@ console, receive the event only if that transaction commits, so nobody is told
 about a ticket or message that was rolled back.
 """
 
+from contextlib import ExitStack
+
 from blinker import Namespace
 from flask import current_app
 from sqlalchemy import event
@@ -32,6 +34,7 @@ delivery_changed = signals.signal("delivery-changed")
 staff_typing = signals.signal("staff-typing")
 
 PENDING = "supportbot.events.pending"
+AROUND = "supportbot.events.around"
 
 
 def announce(signal, **payload) -> None:
@@ -43,6 +46,15 @@ def announce(signal, **payload) -> None:
     transaction is published once.
     """
     db.session.info.setdefault(PENDING, []).append((signal, payload))
+
+
+def publish_within(app, context) -> None:
+    """Publish each commit's events inside ``context()``, a context manager.
+
+    The live console's Redis queue uses it to send a commit's events to Redis
+    in one round trip.
+    """
+    app.extensions.setdefault(AROUND, []).append(context)
 
 
 def _settle_before_commit(session: Session) -> None:
@@ -70,8 +82,11 @@ def _publish_after_commit(session: Session) -> None:
         return
 
     app = current_app._get_current_object()
-    for signal, payload in pending:
-        signal.send(app, **payload)
+    with ExitStack() as around:
+        for context in app.extensions.get(AROUND, ()):
+            around.enter_context(context())
+        for signal, payload in pending:
+            signal.send(app, **payload)
 
 
 def _forget_after_rollback(session: Session, transaction) -> None:

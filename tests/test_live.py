@@ -1,19 +1,25 @@
 """Live console events over Socket.IO, with clients that share the session."""
 
+import json
 import threading
 import time
 
+import redis
 import requests
 import socketio as socketio_package
 from flask_socketio import SocketIO
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from supportbot.extensions import db
+from supportbot import events
+from supportbot.extensions import db, socketio
 from supportbot.live import channel_for
 from supportbot.models import Ticket
+from supportbot.telegram import inbox
 
 from helpers import PASSWORD, csrf_token_in, csrf_token_of, log_in
+
+SECRET = {"X-Telegram-Bot-Api-Secret-Token": "test-webhook-secret"}
 
 
 def events_named(socket, name):
@@ -259,3 +265,80 @@ def test_events_from_another_process_arrive_through_redis_and_no_others(
     finally:
         client.disconnect()
         server.shutdown()
+
+
+def subscribe(redis_url):
+    """Listen to the channel that carries the app's Socket.IO events."""
+    listener = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(channel_for(redis_url))
+    # The subscription's confirmation, which the listener then skips.
+    listener.get_message(timeout=1)
+    return listener
+
+
+def published(listener, wait=0.5):
+    """Return the events published since the last call, oldest first."""
+    events = []
+    while (message := listener.get_message(timeout=wait)) is not None:
+        events.append(json.loads(message["data"]))
+    return events
+
+
+def test_events_emitted_together_reach_redis_at_the_end_in_order(
+    app, make_app, redis_url
+):
+    live_app = make_app(REDIS_URL=redis_url)
+    listener = subscribe(redis_url)
+    try:
+        with live_app.app_context():
+            with socketio.server.manager.together():
+                for number in range(3):
+                    socketio.emit(
+                        "ticket_changed",
+                        {"ticket_id": number},
+                        to="queue",
+                        namespace="/staff",
+                    )
+                during = published(listener)
+            after = published(listener)
+    finally:
+        listener.close()
+
+    assert during == []
+    assert [event["data"] for event in after] == [[{"ticket_id": n}] for n in range(3)]
+
+
+def test_a_commits_events_are_published_together(app, make_app, redis_url, telegram):
+    live_app = make_app(REDIS_URL=redis_url)
+    listener = subscribe(redis_url)
+    seen_while_announcing = []
+
+    def check_nothing_was_published_yet(sender, **payload):
+        seen_while_announcing.extend(published(listener, wait=0.1))
+
+    live_app.test_client().post(
+        "/telegram/webhook", json=telegram.user().text("hello"), headers=SECRET
+    )
+    try:
+        # Connected after the live console's listeners: called once they emitted.
+        with events.message_created.connected_to(check_nothing_was_published_yet):
+            with live_app.app_context():
+                assert inbox.handle_waiting() == 1
+                db.session.remove()
+        names = [event["event"] for event in published(listener)]
+    finally:
+        listener.close()
+
+    assert seen_while_announcing == []
+    assert names.count("customer_message") == 1
+    assert names.count("ticket_changed") >= 1
+
+
+def test_events_that_redis_refuses_are_logged_not_raised(app, make_app, caplog):
+    live_app = make_app(REDIS_URL="redis://127.0.0.1:9/0")
+
+    with live_app.app_context():
+        with socketio.server.manager.together():
+            socketio.emit("ticket_changed", {"ticket_id": 1}, namespace="/staff")
+
+    assert "1 live events not published to Redis" in caplog.text

@@ -13,6 +13,7 @@ from flask import Flask
 
 from .. import events
 from ..extensions import socketio
+from .redis_queue import RedisQueue
 from .staff import LOGS_ROOM, NAMESPACE, StaffNamespace, ticket_room
 
 logger = logging.getLogger(__name__)
@@ -23,14 +24,13 @@ QUEUE_ROOM = "queue"
 def init_app(app: Flask) -> None:
     """Attach Socket.IO to the app and forward domain events to the browsers."""
     public_url = app.config["PUBLIC_URL"]
-    # Flask-SocketIO keeps the queue of an earlier app made in this process
-    # (tests make many); each app starts from its own REDIS_URL instead.
-    socketio.server_options.pop("client_manager", None)
+    redis_url = app.config["REDIS_URL"]
+    # Without Redis, events reach this process's connections only.
+    queue = RedisQueue(redis_url, channel_for(redis_url)) if redis_url else None
     socketio.init_app(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-        message_queue=app.config["REDIS_URL"] or None,
-        channel=channel_for(app.config["REDIS_URL"]),
+        client_manager=queue,
         # None checks the Origin header against the request's own host; a
         # public address behind a proxy is named explicitly.
         cors_allowed_origins=[public_url] if public_url else None,
@@ -38,6 +38,8 @@ def init_app(app: Flask) -> None:
         engineio_logger=False,
     )
     socketio.on_namespace(StaffNamespace(NAMESPACE))
+    if queue is not None:
+        events.publish_within(app, queue.together)
 
     events.ticket_changed.connect(_on_ticket_changed, weak=False)
     events.message_created.connect(_on_message_created, weak=False)
