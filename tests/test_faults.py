@@ -712,6 +712,8 @@ def test_the_app_keeps_working_when_redis_goes_down(
     assert '" 500 ' not in log
     assert "Rate limit storage unreachable" in log
     assert "Cannot publish to redis" in log
+    # A handled update's events, published together.
+    assert "live events not published to Redis" in log
     # Socket.IO's listener starts with the first connection, in the background.
     wait_until(
         lambda: "Cannot receive from redis" in server.log(), 30, "the listener is quiet"
