@@ -2,20 +2,19 @@
 handling stored updates in order, and again after a failure."""
 
 import logging
-import os
 import threading
 import time
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from supportbot import events, tickets
 from supportbot.errors import NotFound
 from supportbot.extensions import db
-from supportbot.models import Customer, Message, TelegramUpdate, Ticket
-from supportbot.telegram import conversation, inbox
+from supportbot.models import Customer, Message, TelegramUpdate, Ticket, utcnow
+from supportbot.telegram import inbox
 
 from helpers import needs_postgresql
 
@@ -379,8 +378,8 @@ def test_a_handler_takes_a_chats_next_update_as_soon_as_the_earlier_is_handled(
     app, client, telegram
 ):
     user = telegram.user()
-    for text_ in ("first", "second", "third"):
-        client.post("/telegram/webhook", json=user.text(text_), headers=SECRET)
+    for line in ("first", "second", "third"):
+        client.post("/telegram/webhook", json=user.text(line), headers=SECRET)
     # One handler, and no doorbell rung after the updates were stored: only
     # looking again after each commit finds the next one before the poll.
     handler = inbox.Inbox(app, handlers=1, poll_interval=60)
@@ -421,10 +420,13 @@ def test_a_chat_waits_while_another_handler_holds_its_earlier_update(
     with app.app_context():
         elsewhere = Session(db.engine)
         try:
-            held = [u.update_id for u in elsewhere.scalars(inbox._waiting_first(1))]
+            now = {"now": utcnow()}
+            held = [
+                u.update_id for u in elsewhere.scalars(inbox._claim_waiting(1), now)
+            ]
             taken = [
                 u.update_id
-                for u in db.session.scalars(inbox._waiting_first(inbox.BATCH))
+                for u in db.session.scalars(inbox._claim_waiting(inbox.BATCH), now)
             ]
         finally:
             elsewhere.rollback()
@@ -471,28 +473,35 @@ def test_token_appears_in_no_log_line(app, send_update, telegram, deliver, caplo
     assert telegram.token.split(":")[1] not in caplog.text
 
 
-@pytest.mark.skipif(
-    os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
-    reason="PostgreSQL's row locks keep a second handler off a claimed update",
-)
-def test_an_update_handled_by_another_process_meanwhile_is_not_handled_twice(
-    app, client, telegram, monkeypatch, handle_updates
-):
+def test_an_update_one_handler_holds_is_not_taken_by_another(app, client, telegram):
     update = telegram.user().text("only once")
     client.post("/telegram/webhook", json=update, headers=SECRET)
-    real = conversation.handle_update
+    with app.app_context():
+        first = Session(db.engine)
+    taken_by_second = []
 
-    def after_another_process(parsed):
-        # SQLite has no row locks: another process claimed and handled it too.
-        with db.engine.begin() as elsewhere:
-            elsewhere.execute(
-                text("UPDATE telegram_update SET handled_at = '2026-01-01 00:00:00'")
-            )
-        real(parsed)
+    def second_handler():
+        with app.app_context():
+            try:
+                taken_by_second.append(inbox.handle_next())
+            finally:
+                db.session.remove()
 
-    monkeypatch.setattr(inbox, "handle_update", after_another_process)
-    handle_updates()
+    try:
+        held = first.scalars(inbox._claim_waiting(inbox.BATCH), {"now": utcnow()})
+        held_ids = [stored.update_id for stored in held]
+        second = threading.Thread(target=second_handler)
+        second.start()
+        # PostgreSQL's second handler skips the locked row; SQLite's waits
+        # for the first one's transaction to end.
+        time.sleep(0.3)
+        first.commit()
+        second.join(30)
+    finally:
+        first.close()
 
+    assert held_ids == [update["update_id"]]
+    assert taken_by_second == [0]
     with app.app_context():
         assert count(Message) == 0
         assert count(Customer) == 0

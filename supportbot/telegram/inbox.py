@@ -13,7 +13,7 @@ import threading
 from datetime import timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import aliased
 
@@ -85,7 +85,7 @@ def handle_next(limit: int = BATCH) -> int:
     another handler holds. Raises the database's error when the database is
     out of reach; the updates then stay stored for the next try.
     """
-    claimed = db.session.scalars(_waiting_first(limit)).all()
+    claimed = _claim(_claim_waiting(limit))
     if not claimed:
         db.session.rollback()
         return 0
@@ -174,43 +174,56 @@ def failed_updates(limit: int = 100) -> list[TelegramUpdate]:
     )
 
 
+def _claim(statement, **params) -> list[TelegramUpdate]:
+    # Until the transaction ends no other handler takes these updates:
+    # PostgreSQL's row locks skip them, and SQLite lets one writer at a time.
+    # Should it roll back, they wait again.
+    claimed = db.session.scalars(statement, {"now": utcnow(), **params}).all()
+    return sorted(claimed, key=lambda stored: stored.update_id)
+
+
 @functools.cache
-def _waiting_first(limit: int):
+def _claim_waiting(limit: int):
     # The oldest update of a chat goes first; later ones wait until it is
     # handled, whichever process holds it. Built once: composing it costs
     # more than running it.
-    earlier = aliased(TelegramUpdate)
+    waiting, earlier = aliased(TelegramUpdate), aliased(TelegramUpdate)
     earlier_waiting = (
         exists()
-        .where(earlier.chat_id == TelegramUpdate.chat_id)
+        .where(earlier.chat_id == waiting.chat_id)
         .where(earlier.handled_at.is_(None))
-        .where(earlier.update_id < TelegramUpdate.update_id)
+        .where(earlier.update_id < waiting.update_id)
     )
-    return (
-        select(TelegramUpdate)
-        .where(TelegramUpdate.handled_at.is_(None))
+    return _claiming(
+        select(waiting.update_id)
+        .where(waiting.handled_at.is_(None))
         .where(~earlier_waiting)
-        .order_by(TelegramUpdate.update_id)
+        .order_by(waiting.update_id)
         .limit(limit)
-        .with_for_update(skip_locked=True, of=TelegramUpdate)
+        .with_for_update(skip_locked=True)
     )
 
 
-def _mark_handled(update_ids: list[int]) -> bool:
-    # PostgreSQL's row locks keep other handlers off these updates. SQLite
-    # has none: there another process may have handled one meanwhile, and
-    # then this transaction must not commit.
-    marked = db.session.execute(
+@functools.cache
+def _claim_one():
+    waiting = aliased(TelegramUpdate)
+    return _claiming(
+        select(waiting.update_id)
+        .where(waiting.update_id == bindparam("one"))
+        .where(waiting.handled_at.is_(None))
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _claiming(waiting):
+    # One statement takes the updates and marks them, and hands them back.
+    return (
         update(TelegramUpdate)
-        .where(TelegramUpdate.update_id.in_(update_ids))
-        .where(TelegramUpdate.handled_at.is_(None))
-        .values(handled_at=utcnow())
+        .where(TelegramUpdate.update_id.in_(waiting))
+        .values(handled_at=bindparam("now"))
+        .returning(TelegramUpdate)
+        .execution_options(synchronize_session=False)
     )
-    if marked.rowcount == len(update_ids):
-        return True
-
-    logger.info("updates %s were handled by another process meanwhile", update_ids)
-    return False
 
 
 def _handle(claimed: list[TelegramUpdate]) -> None:
@@ -220,28 +233,19 @@ def _handle(claimed: list[TelegramUpdate]) -> None:
     with db.session.no_autoflush:
         for stored in claimed:
             handle_update(parse_update(stored.payload)[2])
-
-    if not _mark_handled([stored.update_id for stored in claimed]):
-        db.session.rollback()
-        return
     db.session.commit()
     UPDATES_HANDLED.labels("handled").inc(len(claimed))
 
 
 def _handle_alone(update_id: int) -> None:
-    stored = db.session.scalar(
-        select(TelegramUpdate)
-        .where(TelegramUpdate.update_id == update_id)
-        .where(TelegramUpdate.handled_at.is_(None))
-        .with_for_update(skip_locked=True)
-    )
-    if stored is None:
+    claimed = _claim(_claim_one(), one=update_id)
+    if not claimed:
         # Taken by another handler meanwhile.
         db.session.rollback()
         return
 
     try:
-        _handle([stored])
+        _handle(claimed)
     except UNAVAILABLE:
         db.session.rollback()
         raise
