@@ -1,8 +1,9 @@
 """Logging: one line a record on standard output, and a copy in the database.
 
 Requests never wait on the database for a log line: records go into a bounded
-queue that a background thread writes in batches. When the queue is full the
-record is dropped and counted, and the request goes on.
+queue that a background thread writes in batches, at most a fifth of a second
+after they were logged. When the queue is full the record is dropped and
+counted, and the request goes on.
 """
 
 import json
@@ -10,6 +11,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 import traceback
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +26,8 @@ from .models import LogRecord, utcnow
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 BATCH_SIZE = 200
+# How long the writer waits for more records to store with the first.
+LINGER = 0.2
 # Attributes that code may pass in ``extra=`` to be stored with the record.
 STORED_EXTRAS = ("ticket_id", "staff_id", "error_id")
 
@@ -135,13 +139,25 @@ class DatabaseWriter:
     def run(self) -> None:
         """Write batches for as long as the process lives."""
         while True:
-            batch = [self.queue.get()]
-            while len(batch) < BATCH_SIZE:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            self.write(batch)
+            self.write(self.next_batch())
+
+    def next_batch(self) -> list[dict]:
+        """Wait for a record, then gather what follows it for ``LINGER`` seconds.
+
+        A busy process logs a line or two for each request: written one at
+        a time, they would cost the database a transaction each.
+        """
+        batch = [self.queue.get()]
+        deadline = time.monotonic() + LINGER
+        while len(batch) < BATCH_SIZE:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self.queue.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
 
     def write(self, batch: list[dict]) -> None:
         """Insert one batch; a failed batch is counted as dropped, not retried."""

@@ -74,6 +74,8 @@ def test_a_request_answers_at_once_while_the_writer_is_stalled(logged_app, monke
         original(batch)
 
     monkeypatch.setattr(writer, "write", stalled)
+    # The stalled batch takes the first record alone, the queue the next five.
+    monkeypatch.setattr(logs, "LINGER", 0)
     writer.queue = __import__("queue").Queue(maxsize=5)
     client = logged_app.test_client()
 
@@ -310,3 +312,23 @@ def staff_socket_for(app, client):
         flask_test_client=client,
         auth={"csrf_token": csrf_token_of(client)},
     )
+
+
+def test_records_logged_close_together_are_stored_together(logged_app, monkeypatch):
+    writer = logged_app.extensions["supportbot.logs"]
+    batches = []
+    original = writer.write
+
+    def noted(batch):
+        batches.append(len(batch))
+        original(batch)
+
+    monkeypatch.setattr(writer, "write", noted)
+    log = logging.getLogger("supportbot.test")
+
+    for number in range(5):
+        log.info("line %s", number)
+        time.sleep(0.01)
+    wait_for_records(logged_app, 5)
+
+    assert batches == [5]
