@@ -307,10 +307,11 @@ class MessageRevision(db.Model):
     message: Mapped[Message] = relationship(back_populates="revisions")
 
 
-# Tables used as queues leave a dead row version, and an index entry that
-# each look for waiting rows walks, behind every row they hand out.
+# Tables used as queues leave behind every row they hand out a dead row
+# version, and an index entry that each look for waiting rows walks again.
 # PostgreSQL vacuums them after a thousand such versions, rather than after a
-# fifth of the table, which for a table of a week's rows could be never soon.
+# fifth of the table: for a table holding a week of rows, hundreds of
+# thousands.
 QUEUE_VACUUM = {
     "autovacuum_vacuum_scale_factor": 0,
     "autovacuum_vacuum_threshold": 1000,
