@@ -278,10 +278,10 @@ def subscribe(redis_url):
 
 def published(listener, wait=0.5):
     """Return the events published since the last call, oldest first."""
-    events = []
+    found = []
     while (message := listener.get_message(timeout=wait)) is not None:
-        events.append(json.loads(message["data"]))
-    return events
+        found.append(json.loads(message["data"]))
+    return found
 
 
 def test_events_emitted_together_reach_redis_at_the_end_in_order(
