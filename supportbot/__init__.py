@@ -16,6 +16,7 @@ from . import (
     monitoring,
     outbox,
     routing,
+    search,
     security,
     telegram,
 )
@@ -47,6 +48,7 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     security.init_app(app)
     events.init_app(app)
+    search.init_app(app)
 
     telegram.init_app(app)
     outbox.init_app(app)

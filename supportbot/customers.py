@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, select
 
+from . import search
 from .extensions import db
 from .models import Customer, insert_or_ignore, utcnow
 
@@ -31,7 +32,8 @@ def record_customer(profile: Profile) -> Customer:
     first messages arriving together still open a single ticket.
     """
     customer = db.session.scalar(_locked(), {"id": profile.id})
-    if customer is None:
+    known = customer is not None
+    if not known:
         insert_or_ignore(Customer, id=profile.id, first_name=profile.first_name)
         customer = db.session.scalar(_locked(), {"id": profile.id})
 
@@ -43,9 +45,13 @@ def record_customer(profile: Profile) -> Customer:
     if profile.language_code:
         fresh["language_code"] = profile.language_code
     # Only what changed is set, so that an unchanged customer costs no flush.
-    for name, value in fresh.items():
-        if getattr(customer, name) != value:
-            setattr(customer, name, value)
+    changed = {
+        name for name, value in fresh.items() if getattr(customer, name) != value
+    }
+    for name in changed:
+        setattr(customer, name, fresh[name])
+    if known and changed.intersection(search.NAME_FIELDS):
+        search.index_names(customer)
     return customer
 
 

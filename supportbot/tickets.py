@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from flask import current_app
 from sqlalchemy import bindparam, func, select
 
-from . import events, outbox
+from . import events, outbox, search
 from .errors import Conflict, NotFound, SupportbotError
 from .extensions import db
 from .models import (
@@ -69,6 +69,7 @@ def open_ticket(
         status=TicketStatus.OPEN,
     )
     db.session.add(ticket)
+    search.index(ticket, ticket.subject, *search.names(customer))
     db.session.flush()
 
     events.announce(events.ticket_opened, ticket_id=ticket.id)
@@ -210,6 +211,7 @@ def add_note(ticket: Ticket, staff: Staff, text: str) -> Message:
     text = _checked_text(text)
     message = Message(ticket=ticket, kind=MessageKind.NOTE, staff=staff, text=text)
     db.session.add(message)
+    search.index(ticket, text)
     db.session.flush()
 
     _announce_message(message)
@@ -252,6 +254,8 @@ def edit_customer_message(
     message.text = text
     message.attachment = attachment
     message.edited_at = utcnow()
+    # The earlier words stay findable, as the earlier text stays shown.
+    search.index(message.ticket, *_searchable(message))
     db.session.flush()
 
     _announce_message(message)
@@ -502,9 +506,14 @@ def _record_message(ticket: Ticket, message: Message) -> None:
         message.text or attachment_label(message.attachment), PREVIEW_LENGTH
     )
     ticket.updated_at = now
+    search.index(ticket, *_searchable(message))
 
     _announce_message(message)
     events.announce(events.ticket_changed, ticket_id=ticket.id)
+
+
+def _searchable(message: Message) -> tuple[str, str | None]:
+    return message.text, (message.attachment or {}).get("file_name")
 
 
 def _announce_message(message: Message) -> None:

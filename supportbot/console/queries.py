@@ -2,12 +2,12 @@
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select, union
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import joinedload, selectinload
 
+from .. import search
 from ..extensions import db
 from ..models import (
-    Customer,
     Message,
     OutboxMessage,
     Staff,
@@ -16,9 +16,11 @@ from ..models import (
     TicketRead,
     TicketStatus,
 )
-from ..routing import parse_id
 
 SCOPES = ("all", "mine", "unassigned")
+# Matches a search counts beyond those on earlier pages. Counting every
+# ticket that holds a common word would cost more than finding a page of them.
+SEARCH_COUNT = 1000
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class QueuePage:
     total: int
     page: int
     per_page: int
+    # Whether more tickets match than were counted: a search counts the
+    # matches up to SEARCH_COUNT past the page's first row, not all of them.
+    more: bool = False
 
     @property
     def pages(self) -> int:
@@ -79,37 +84,8 @@ def _conditions(queue_filter: QueueFilter, staff: Staff) -> list:
     elif queue_filter.scope == "unassigned":
         conditions.append(Ticket.assignee_id.is_(None))
     if queue_filter.search:
-        conditions.append(_matches(queue_filter.search))
+        conditions.append(search.condition(queue_filter.search))
     return conditions
-
-
-def _matches(search: str):
-    number = parse_id(search.lstrip("#"))
-    if number is not None and search.startswith("#"):
-        # "#42" names a ticket; a bare "42" may also be in a message.
-        return Ticket.id == number
-    by_number = [] if number is None else [select(Ticket.id).where(Ticket.id == number)]
-
-    if db.session.get_bind().dialect.name == "postgresql":
-        query = func.plainto_tsquery("simple", search)
-        in_subject = func.to_tsvector("simple", Ticket.subject).op("@@")(query)
-        in_text = func.to_tsvector("simple", Message.text).op("@@")(query)
-    else:
-        in_subject = Ticket.subject.icontains(search, autoescape=True)
-        in_text = Message.text.icontains(search, autoescape=True)
-
-    by_customer = or_(
-        Customer.username.icontains(search.lstrip("@"), autoescape=True),
-        Customer.first_name.icontains(search, autoescape=True),
-    )
-    # Each part on its own can use its index; an OR of them could not.
-    matching = union(
-        *by_number,
-        select(Ticket.id).where(in_subject),
-        select(Message.ticket_id).where(in_text),
-        select(Ticket.id).join(Ticket.customer).where(by_customer),
-    )
-    return Ticket.id.in_(matching.scalar_subquery())
 
 
 def _order(status: TicketStatus) -> list:
@@ -124,19 +100,29 @@ def queue_page(
 ) -> QueuePage:
     """Return one page of the queue: two queries, whatever the page size."""
     conditions = _conditions(queue_filter, staff)
-    total = db.session.scalar(
-        select(func.count()).select_from(Ticket).where(*conditions)
-    )
+    order = _order(queue_filter.status)
+    offset = (page - 1) * per_page
+    counted = select(Ticket.id).where(*conditions)
+    if queue_filter.search:
+        counted = counted.limit(offset + SEARCH_COUNT + 1)
+    total = db.session.scalar(select(func.count()).select_from(counted.subquery()))
+    more = bool(queue_filter.search) and total > offset + SEARCH_COUNT
     statement = (
         with_reads(select(Ticket, unread_count(staff).label("unread")), staff)
         .where(*conditions)
         .options(joinedload(Ticket.customer), joinedload(Ticket.assignee))
-        .order_by(*_order(queue_filter.status))
+        .order_by(*order)
         .limit(per_page)
-        .offset((page - 1) * per_page)
+        .offset(offset)
     )
     rows = [tuple(row) for row in db.session.execute(statement)]
-    return QueuePage(rows=rows, total=total, page=page, per_page=per_page)
+    return QueuePage(
+        rows=rows,
+        total=offset + SEARCH_COUNT if more else total,
+        page=page,
+        per_page=per_page,
+        more=more,
+    )
 
 
 def queue_row(ticket_id: int, queue_filter: QueueFilter, staff: Staff):
