@@ -107,13 +107,15 @@ def queue_page(
         counted = counted.limit(offset + SEARCH_COUNT + 1)
     total = db.session.scalar(select(func.count()).select_from(counted.subquery()))
     more = bool(queue_filter.search) and total > offset + SEARCH_COUNT
+
+    # The page's tickets are picked before anything is joined to them, so that
+    # a later page skips its predecessors' ids rather than their joined rows.
+    on_page = select(Ticket.id).where(*conditions).order_by(*order)
     statement = (
         with_reads(select(Ticket, unread_count(staff).label("unread")), staff)
-        .where(*conditions)
+        .where(Ticket.id.in_(on_page.limit(per_page).offset(offset).scalar_subquery()))
         .options(joinedload(Ticket.customer), joinedload(Ticket.assignee))
         .order_by(*order)
-        .limit(per_page)
-        .offset(offset)
     )
     rows = [tuple(row) for row in db.session.execute(statement)]
     return QueuePage(
