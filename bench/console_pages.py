@@ -90,6 +90,8 @@ def make_app(url: str, scratch: str):
     uri = database_url(url, scratch)
     return bench_app(
         uri,
+        # Handler threads looking for updates would run statements mid-render.
+        TELEGRAM_HANDLERS=0,
         RATELIMIT_STORAGE_URI="memory://",
         ATTACHMENT_CACHE=scratch,
         UPLOAD_FOLDER=scratch,
