@@ -477,7 +477,6 @@ class Dataset:
                     rng.randint(1, 5) if closed_at and rng.random() < 0.3 else None,
                     None,
                     customer_count,
-                    0,
                 ]
             )
 
@@ -506,7 +505,7 @@ COLUMNS = {
     "ticket": "id, customer_id, subject, category, status, priority, assignee_id,"
     " created_at, updated_at, waiting_since, first_response_at, closed_at,"
     " last_message_at, last_message_preview, rating, customer_seen_message_id,"
-    " customer_message_count, search_chars",
+    " customer_message_count",
     "message": "id, ticket_id, kind, staff_id, text, telegram_chat_id,"
     " telegram_message_id, attachment, created_at, edited_at",
     "ticket_event": "ticket_id, staff_id, kind, detail, created_at",

@@ -28,6 +28,15 @@ NAME_FIELDS = ("first_name", "last_name", "username")
 PENDING = "supportbot.search_pending"
 SIMPLE = literal_column("'simple'")
 
+# Written as SQL text, which costs a flush a small part of what composing the
+# same expression for every ticket does.
+NEW_DOCUMENT = db.text("strip(to_tsvector('simple', :search_text))")
+# Joined by the database to the document as the row holds it, so that texts
+# two transactions add at once are both kept.
+LONGER_DOCUMENT = db.text(
+    "search_document || strip(to_tsvector('simple', :search_text))"
+)
+
 
 def init_app(app) -> None:
     """Write the texts services index into ticket documents when sessions flush."""
@@ -49,11 +58,12 @@ def index_names(customer: Customer) -> None:
     if db.session.get_bind().dialect.name != "postgresql":
         return
 
-    text = " ".join(names(customer))
+    # Names are short, so they are left out of the documents' budget.
+    document = LONGER_DOCUMENT.bindparams(search_text=" ".join(names(customer)))
     db.session.execute(
         Ticket.__table__.update()
         .where(Ticket.customer_id == customer.id)
-        .values(_appended(text))
+        .values(search_document=document)
     )
 
 
@@ -114,23 +124,6 @@ def rebuild_documents(connection) -> None:
     )
 
 
-def _document(text):
-    return func.strip(func.to_tsvector(SIMPLE, text))
-
-
-def _appended(text: str) -> dict:
-    # Worked out by the database on the row as it is when updated, so that
-    # texts two transactions add at once are both kept and both counted.
-    room = func.greatest(DOCUMENT_BUDGET - Ticket.search_chars, 0)
-    empty = cast("", Ticket.search_document.type)
-    return {
-        "search_document": func.coalesce(Ticket.search_document, empty).op("||")(
-            _document(func.left(text, room))
-        ),
-        "search_chars": func.least(Ticket.search_chars + len(text), DOCUMENT_BUDGET),
-    }
-
-
 def _prefix_query(search: str):
     # plainto_tsquery splits the search as documents are split and joins the
     # words with "&"; marking each quoted word ':*' makes it match as a prefix.
@@ -159,13 +152,15 @@ def _write_documents(session: Session, flush_context, instances) -> None:
         return
 
     for ticket, texts in pending.items():
-        text = "\n".join(texts)
-        if ticket.id is None:
-            ticket.search_document = _document(text[:DOCUMENT_BUDGET])
-            ticket.search_chars = min(len(text), DOCUMENT_BUDGET)
-        else:
-            for name, value in _appended(text).items():
-                setattr(ticket, name, value)
+        held = ticket.search_chars or 0
+        text = "\n".join(texts)[: max(DOCUMENT_BUDGET - held, 0)]
+        if not text:
+            continue
+        document = NEW_DOCUMENT if ticket.id is None else LONGER_DOCUMENT
+        ticket.search_document = document.bindparams(search_text=text)
+        # Two transactions writing to one ticket at once may count one text
+        # short; the budget's margin to the 1 MB limit absorbs that.
+        ticket.search_chars = held + len(text)
 
 
 def _forget_pending(session: Session, transaction) -> None:

@@ -25,18 +25,29 @@ def upgrade():
             sa.Column(
                 "search_document",
                 postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"),
-                nullable=True,
+                nullable=False,
+                server_default="",
             )
         )
         batch_op.add_column(
             sa.Column("search_chars", sa.Integer(), nullable=False, server_default="0")
         )
+
+    if op.get_bind().dialect.name == "postgresql":
+        _fill_documents()
+        op.execute("DROP INDEX ix_ticket_subject_search")
+        op.execute("DROP INDEX ix_message_text_search")
+
     with op.batch_alter_table("ticket", schema=None) as batch_op:
-        batch_op.alter_column("search_chars", server_default=None)
+        batch_op.create_index(
+            "ix_ticket_search_document",
+            ["search_document"],
+            unique=False,
+            postgresql_using="gin",
+        )
 
-    if op.get_bind().dialect.name != "postgresql":
-        return
 
+def _fill_documents():
     op.execute(
         sa.text(
             """
@@ -62,11 +73,6 @@ def upgrade():
             """
         ).bindparams(budget=DOCUMENT_BUDGET)
     )
-    op.execute(
-        "CREATE INDEX ix_ticket_search_document ON ticket USING gin (search_document)"
-    )
-    op.execute("DROP INDEX ix_ticket_subject_search")
-    op.execute("DROP INDEX ix_message_text_search")
 
 
 def downgrade():
@@ -79,8 +85,8 @@ def downgrade():
             "CREATE INDEX ix_ticket_subject_search ON ticket"
             " USING gin (to_tsvector('simple', subject))"
         )
-        op.execute("DROP INDEX ix_ticket_search_document")
 
     with op.batch_alter_table("ticket", schema=None) as batch_op:
+        batch_op.drop_index("ix_ticket_search_document")
         batch_op.drop_column("search_chars")
         batch_op.drop_column("search_document")
