@@ -18,8 +18,8 @@ from .models import Customer, Message, Ticket
 from .routing import parse_id
 
 # Characters of a conversation its document holds. The first ones are what a
-# search needs, and the bound keeps a document well inside PostgreSQL's 1 MB
-# limit on a tsvector, whatever a customer sends.
+# search needs, and the bound keeps a document inside PostgreSQL's 1 MB limit
+# on a tsvector, whatever a customer sends.
 DOCUMENT_BUDGET = 100_000
 
 # What finds a customer's tickets besides their words.
