@@ -3,7 +3,9 @@ the updates they post."""
 
 import json
 import time
+from collections.abc import Iterable
 
+import psutil
 from flask import Flask
 from sqlalchemy import Engine, text
 
@@ -62,3 +64,15 @@ def wait_until_handled(engine: Engine, timeout: float = 600) -> float:
         if time.monotonic() - started > timeout:
             raise SystemExit(f"stored updates still waiting after {timeout:g} s")
         time.sleep(0.05)
+
+
+def cpu_seconds(processes: Iterable[psutil.Process]) -> float:
+    """Add up the CPU time ``processes`` have used, leaving out any that ended."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total

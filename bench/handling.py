@@ -30,7 +30,7 @@ from supportbot.config import database_url
 from supportbot.extensions import db
 from supportbot.telegram import inbox
 
-from common import bench_app, empty_database, text_update
+from common import bench_app, cpu_seconds, empty_database, text_update
 
 FIRST_USER_ID = 10_000
 
@@ -48,22 +48,13 @@ def parse_arguments() -> argparse.Namespace:
 
 def database_cpu() -> float:
     """Return the CPU seconds the local PostgreSQL server's processes have used."""
-    seconds = 0.0
-    for process in psutil.process_iter(["username"]):
-        if process.info["username"] != "postgres":
-            continue
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        seconds += times.user + times.system
-    return seconds
+    processes = psutil.process_iter(["username"])
+    return cpu_seconds(p for p in processes if p.info["username"] == "postgres")
 
 
 def own_cpu() -> float:
     """Return the CPU seconds this process has used."""
-    times = psutil.Process().cpu_times()
-    return times.user + times.system
+    return cpu_seconds([psutil.Process()])
 
 
 def store_updates(customers: int, messages: int) -> int:

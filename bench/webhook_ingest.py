@@ -56,7 +56,13 @@ from supportbot.config import database_url, engine_options
 from supportbot.extensions import db
 from supportbot.fake_telegram import FakeTelegram
 
-from common import bench_app, empty_database, text_update, wait_until_handled
+from common import (
+    bench_app,
+    cpu_seconds,
+    empty_database,
+    text_update,
+    wait_until_handled,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.8
@@ -201,14 +207,7 @@ class Server:
         processes = psutil.Process(self.process.pid).children()
         if self.handler is not None:
             processes.append(psutil.Process(self.handler.pid))
-        total = 0.0
-        for process in processes:
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
+        return cpu_seconds(processes)
 
     def stop(self) -> None:
         """Stop gunicorn and its workers, and the handler."""

@@ -81,28 +81,21 @@ def test_search_takes_any_text(agent_client, conversation, search_text):
     shown(agent_client, search_text)
 
 
-def test_an_edited_message_is_found_by_its_new_text(
-    app, agent_client, send_update, telegram
-):
+@pytest.fixture
+def edited(send_update, telegram):
+    """Have a customer write a message and then edit its text."""
     user = telegram.user()
     first = user.text("The screen flickers")
     send_update(first)
-
     send_update(user.edit(first, "The screen stays black"))
 
+
+def test_an_edited_message_is_found_by_its_new_text(agent_client, edited):
     assert "The screen" in shown(agent_client, "black")
 
 
 @needs_postgresql
-def test_an_edited_message_is_still_found_by_its_earlier_text(
-    app, agent_client, send_update, telegram
-):
-    user = telegram.user()
-    first = user.text("The screen flickers")
-    send_update(first)
-
-    send_update(user.edit(first, "The screen stays black"))
-
+def test_an_edited_message_is_still_found_by_its_earlier_text(agent_client, edited):
     assert "The screen" in shown(agent_client, "flickers")
 
 
