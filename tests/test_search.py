@@ -36,11 +36,12 @@ def conversation(app, agent_client, send_update, telegram):
         ticket_id = db.session.scalars(select(Ticket.id)).one()
     token = csrf_token_of(agent_client)
     for data in ({"text": "Try the rear tray"}, {"text": "Ask Kyiv", "note": "1"}):
-        agent_client.post(
+        response = agent_client.post(
             f"/console/tickets/{ticket_id}/messages",
             data={**data, "csrf_token": token},
             headers={"Accept": "application/json"},
         )
+        assert response.status_code < 300, response.get_data(as_text=True)
     send_update(telegram.user(first_name="Quinn").text("Wifi is down"))
     return user
 
@@ -48,7 +49,7 @@ def conversation(app, agent_client, send_update, telegram):
 SUBJECTS = ("Printer jammed", "Wifi is down")
 
 
-def test_search_finds_what_every_channel_wrote(agent_client, conversation):
+def test_search_finds_messages_replies_notes_and_names(agent_client, conversation):
     for words in ("printer", "GRINDING", "rear tray", "kyiv", "lindqvist", "@gl_77"):
         assert found(agent_client, words, SUBJECTS, status="pending") == {
             "Printer jammed"
