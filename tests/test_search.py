@@ -7,6 +7,7 @@ from sqlalchemy import select, text
 from supportbot import search
 from supportbot.console import queries
 from supportbot.extensions import db
+from supportbot.miniapp.initdata import sign_user
 from supportbot.models import Ticket
 
 from helpers import csrf_token_of, log_in, needs_postgresql
@@ -80,6 +81,22 @@ def test_every_word_matches_as_the_start_of_a_word(agent_client, conversation):
 )
 def test_search_takes_any_text(agent_client, conversation, search_text):
     shown(agent_client, search_text)
+
+
+def test_a_mini_app_request_is_found_by_its_description(
+    app, client, agent_client, telegram
+):
+    user = telegram.user(first_name="Ines")
+    initdata = sign_user(app.config["TELEGRAM_BOT_TOKEN"], user.as_dict())
+    response = client.post(
+        "/app/api/tickets",
+        json={"subject": "Parcel lost", "description": "Left at the wrong gate"},
+        headers={"Authorization": "tma " + initdata},
+    )
+    assert response.status_code == 201
+
+    assert "Parcel lost" in shown(agent_client, "wrong gate")
+    assert "Parcel lost" in shown(agent_client, "ines")
 
 
 @pytest.fixture
