@@ -140,7 +140,12 @@ def _substring_matches(search: str) -> list:
     return [
         select(Ticket.id).where(Ticket.subject.icontains(search, autoescape=True)),
         select(Message.ticket_id).where(
-            Message.text.icontains(search, autoescape=True)
+            or_(
+                Message.text.icontains(search, autoescape=True),
+                Message.attachment["file_name"]
+                .as_string()
+                .icontains(search, autoescape=True),
+            )
         ),
         select(Ticket.id).join(Ticket.customer).where(in_customer),
     ]

@@ -51,7 +51,15 @@ SUBJECTS = ("Printer jammed", "Wifi is down")
 
 
 def test_search_finds_messages_replies_notes_and_names(agent_client, conversation):
-    for words in ("printer", "GRINDING", "rear tray", "kyiv", "lindqvist", "@gl_77"):
+    for words in (
+        "printer",
+        "GRINDING",
+        "rear tray",
+        "kyiv",
+        "warranty",
+        "lindqvist",
+        "@gl_77",
+    ):
         assert found(agent_client, words, SUBJECTS, status="pending") == {
             "Printer jammed"
         }, words
