@@ -383,7 +383,8 @@ def test_viewport_changes_resize_the_page(mini_app, telegram):
     )
 
     height = page.evaluate(
-        "getComputedStyle(document.documentElement).getPropertyValue('--viewport-height')"
+        "getComputedStyle(document.documentElement)"
+        ".getPropertyValue('--viewport-height')"
     )
     assert height.strip() == "500px"
 

@@ -102,18 +102,19 @@ def queue_page(
     conditions = _conditions(queue_filter, staff)
     order = _order(queue_filter.status)
     offset = (page - 1) * per_page
-    counted = select(Ticket.id).where(*conditions)
+    matching = select(Ticket.id).where(*conditions)
+    counted = matching
     if queue_filter.search:
-        counted = counted.limit(offset + SEARCH_COUNT + 1)
+        counted = matching.limit(offset + SEARCH_COUNT + 1)
     total = db.session.scalar(select(func.count()).select_from(counted.subquery()))
     more = bool(queue_filter.search) and total > offset + SEARCH_COUNT
 
     # The page's tickets are picked before anything is joined to them, so that
     # a later page skips its predecessors' ids rather than their joined rows.
-    on_page = select(Ticket.id).where(*conditions).order_by(*order)
+    on_page = matching.order_by(*order).limit(per_page).offset(offset)
     statement = (
         with_reads(select(Ticket, unread_count(staff).label("unread")), staff)
-        .where(Ticket.id.in_(on_page.limit(per_page).offset(offset).scalar_subquery()))
+        .where(Ticket.id.in_(on_page.scalar_subquery()))
         .options(joinedload(Ticket.customer), joinedload(Ticket.assignee))
         .order_by(*order)
     )
